@@ -1,0 +1,61 @@
+# iptnlp: every artefact here is rebuilt from code + data by make. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL_DIR := models/ipt-area
+CORPUS := data/corpus.jsonl
+NOTES := $(sort $(wildcard data/notes/*.txt))
+CONFIGS := $(wildcard configs/*.yml)
+SOURCES := $(wildcard iptnlp/*.py)
+DEMO_OUT := reports/demo-tagged.csv
+
+.PHONY: help setup demo test test-slow train evaluate bench lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv/ and install iptnlp with its dev extras (pinned by requirements.lock)
+
+$(CORPUS): $(NOTES) iptnlp/corpus.py iptnlp/taxonomy.py ## the training table, built from the authored notes
+	$(BIN)/python -m iptnlp.corpus build $@ $(NOTES)
+
+$(MODEL_DIR)/model.json: $(CORPUS) $(CONFIGS) $(SOURCES) | $(STAMP)
+	$(BIN)/iptnlp train $(CORPUS) -o $(MODEL_DIR) --config configs/model.yml --force
+
+demo: $(STAMP) ## tag data/examples/ with the shipped model and print a summary
+	@mkdir -p reports
+	$(BIN)/iptnlp tag data/examples/notes.csv -o $(DEMO_OUT) --force
+	@$(BIN)/python -c "import pandas as pd; d = pd.read_csv('$(DEMO_OUT)'); \
+	print(d[['note_id','status','area','confidence']].to_string(index=False)); \
+	print('\nwritten to $(DEMO_OUT):', len(d), 'rows;', d['area'].value_counts().to_dict())"
+
+test: $(STAMP) ## run the test suite (slow tests excluded)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP) ## run only the slow tests
+	$(BIN)/python -m pytest -q -m slow
+
+train: $(STAMP) $(MODEL_DIR)/model.json ## rebuild the shipped model from data/ and configs/ if they changed
+
+evaluate: $(STAMP) ## evaluate the shipped model: grouped CV on the corpus, and the card
+	$(BIN)/iptnlp info --model $(MODEL_DIR)
+
+bench: $(STAMP) ## measure tagging speed against a tokenizer-only reference
+	$(BIN)/python -m iptnlp.bench
+
+lint: $(STAMP) ## ruff over the package and tests
+	$(BIN)/ruff check iptnlp tests
+
+clean: ## remove caches and generated reports (never the corpus or the shipped model)
+	rm -rf .cache .pytest_cache .ruff_cache reports/demo-tagged.csv
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

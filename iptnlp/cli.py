@@ -1,0 +1,214 @@
+"""The ``iptnlp`` command line: thin click commands over the library's functions.
+
+Heavy libraries (pandas, scikit-learn, spaCy) are imported inside the commands, so ``iptnlp --help``
+answers at once. Library errors (``IptnlpError``) become a one-line ``Error:`` message and exit 1;
+``--verbose`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from iptnlp.errors import IptnlpError
+
+EXIT_USER_ERROR = 1
+
+
+class IptnlpGroup(click.Group):
+    """Turns library errors into ``Error: ...`` on stderr with exit code 1, in one place."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except IptnlpError as exc:
+            if ctx.obj and ctx.obj.get("verbose"):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(EXIT_USER_ERROR)
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted; no output file was left behind", err=True)
+            ctx.exit(130)
+
+
+def _say(quiet: bool):
+    from iptnlp.tagger import stderr_progress
+
+    return None if quiet else stderr_progress
+
+
+model_option = click.option("--model", "model_dir", type=click.Path(file_okay=False), default=None,
+                            help="Model folder (default: the shipped models/ipt-area).")
+text_col_option = click.option("--text-col", default="text", show_default=True,
+                               help="Column holding the note text.")
+quiet_option = click.option("--quiet", "-q", is_flag=True, help="No progress or summary on stderr.")
+
+
+@click.group(cls=IptnlpGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--verbose", "-v", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(package_name="iptnlp")
+@click.pass_context
+def main(ctx, verbose):
+    """Tag de-identified IPT session notes with their problem area.
+
+    \b
+    Example:
+      iptnlp tag data/examples/notes.csv -o tagged.csv
+    """
+    ctx.obj = {"verbose": verbose}
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", default=None,
+              help="Output file; format from its suffix (.csv .tsv .jsonl .parquet). Default: JSONL on stdout.")
+@model_option
+@click.option("--id-col", default="note_id", show_default=True, help="Column holding the note id.")
+@text_col_option
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Confidence under which area is 'uncertain' (default: the model's).")
+@click.option("--encoding", default="utf-8", show_default=True, help="Byte encoding of text inputs.")
+@click.option("--on-error", type=click.Choice(["mark", "fail"]), default="mark", show_default=True,
+              help="A malformed JSONL line: mark it as an error row and go on, or stop.")
+@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True,
+              help="Notes read and tagged per chunk.")
+@quiet_option
+def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding, on_error,
+        batch_size, quiet):
+    """Tag notes with their IPT problem area.
+
+    INPUT is a .csv, .tsv, .jsonl or .parquet file, a folder of .txt files (id = file name), or -
+    for JSONL on stdin. Every input row gives exactly one output row, in input order, with
+    status ok or error.
+
+    \b
+    Examples:
+      iptnlp tag notes.csv -o tagged.csv
+      iptnlp tag notes.jsonl more.parquet -o tagged.parquet --force
+      cat notes.jsonl | iptnlp tag - > tagged.jsonl
+    """
+    from iptnlp.io import InputSpec
+    from iptnlp.model import load_model
+    from iptnlp.tagger import tag_files
+
+    model = load_model(model_dir)
+    spec = InputSpec(text_col=text_col, id_col=id_col, encoding=encoding, on_error=on_error,
+                     chunk_size=batch_size)
+    summary = tag_files(list(inputs), output, model, spec, force=force, threshold=threshold,
+                        progress=_say(quiet))
+    if not quiet:
+        click.echo(f"iptnlp: {summary.line()}" + (f" -> {output}" if output else ""), err=True)
+
+
+@main.command()
+@click.argument("data", nargs=-1, required=True, metavar="DATA...")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Model folder to write (model.skops + model.json).")
+@click.option("--label-col", default="area", show_default=True, help="Column holding the area label.")
+@text_col_option
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Model config (default: configs/model.yml).")
+@click.option("--cv-folds", type=click.IntRange(0), default=5, show_default=True,
+              help="Grouped cross-validation folds for the model card's metrics (0: skip).")
+@click.option("--force", is_flag=True, help="Replace an existing model folder.")
+@quiet_option
+def train(data, out_dir, label_col, text_col, config_path, cv_folds, force, quiet):
+    """Train an area model on labelled notes and save it with its model card.
+
+    \b
+    Example:
+      iptnlp train data/corpus.jsonl -o models/my-model --config configs/model.yml
+    """
+    from pathlib import Path
+
+    from iptnlp.errors import OutputError
+    from iptnlp.evaluate import format_metrics
+    from iptnlp.train import train_model
+
+    if (Path(out_dir) / "model.json").exists() and not force:
+        raise OutputError(f"{out_dir} already holds a model; pass --force to replace it")
+    card = train_model(list(data), out_dir, config_path=config_path, label_col=label_col,
+                       text_col=text_col, cv_folds=cv_folds, progress=_say(quiet))
+    if not quiet and "grouped_cv" in card["metrics"]:
+        click.echo(format_metrics(card["metrics"]["grouped_cv"], "grouped cross-validation:"), err=True)
+    if not quiet:
+        click.echo(f"iptnlp: model written to {out_dir}", err=True)
+
+
+@main.command()
+@click.argument("data", metavar="DATA")
+@model_option
+@click.option("--label-col", default="area", show_default=True, help="Column holding the area label.")
+@text_col_option
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the metrics as JSON to this file.")
+def evaluate(data, model_dir, label_col, text_col, json_path):
+    """Score a model on labelled notes: precision, recall, F1, kappa, confusion, calibration.
+
+    \b
+    Example:
+      iptnlp evaluate data/heldout.csv --json reports/heldout.json
+    """
+    import json
+
+    from iptnlp.evaluate import format_metrics
+    from iptnlp.model import load_model
+    from iptnlp.train import evaluate_model
+
+    model = load_model(model_dir)
+    metrics = evaluate_model(model, data, label_col=label_col, text_col=text_col)
+    click.echo(format_metrics(metrics, f"{data}:"))
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as fh:
+            json.dump(metrics, fh, indent=2)
+
+
+@main.command()
+@model_option
+@click.option("--json", "as_json", is_flag=True, help="Print the model card as JSON.")
+def info(model_dir, as_json):
+    """Show a model's card: labels, training data, versions, metrics.
+
+    \b
+    Example:
+      iptnlp info --model models/ipt-area
+    """
+    import json
+
+    from iptnlp.model import DEFAULT_MODEL_DIR, read_card, verify
+
+    model_dir = model_dir or str(DEFAULT_MODEL_DIR)
+    card = read_card(model_dir)
+    if as_json:
+        click.echo(json.dumps(card, indent=2))
+        return
+    try:
+        verify(model_dir, card)
+        status = "verified (file hash and library versions match)"
+    except IptnlpError as exc:
+        status = f"NOT loadable: {exc}"
+    td = card.get("training_data", {})
+    lines = [
+        f"model        {card.get('name')}  ({model_dir})",
+        f"status       {status}",
+        f"created      {card.get('created')}",
+        f"labels       {', '.join(card.get('labels', []))}",
+        f"trained on   {td.get('n_notes')} notes from {', '.join(td.get('files', []))}",
+        f"label counts {', '.join(f'{k} {v}' for k, v in td.get('label_counts', {}).items())}",
+        f"data sha256  {td.get('sha256')}",
+        f"model sha256 {card.get('model_sha256')}",
+        "versions     " + ", ".join(f"{k} {v}" for k, v in card.get("versions", {}).items()),
+        f"abstain at   {card['config']['model'].get('abstain_threshold')}",
+    ]
+    click.echo("\n".join(lines))
+    metrics = card.get("metrics", {})
+    if "grouped_cv" in metrics:
+        from iptnlp.evaluate import format_metrics
+
+        click.echo(format_metrics(metrics["grouped_cv"], "grouped cross-validation on the training data:"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,436 @@
+"""Reading notes and writing results: CSV, TSV, JSONL, Parquet, folders of .txt, stdin/stdout.
+
+Inputs are read in chunks (pandas chunks, pyarrow record batches, files one by one), so memory stays
+flat in the size of the input. Each chunk is a DataFrame with the columns ``source``, ``row``,
+``note_id``, ``text``, ``error`` and whichever of ``CARRIED`` the input has. File-level problems raise
+:class:`InputError` naming the file (and line where there is one) and the fix; row-level problems go
+into that row's ``error`` so the row is never dropped. No message ever quotes note text.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from iptnlp.errors import InputError, OutputError
+from iptnlp.taxonomy import AREAS
+
+SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parquet"}
+CARRIED = ("case_id", "session", "total_sessions", "phase", "focus")
+INT_COLUMNS = ("session", "total_sessions")
+PROBA_COLUMNS = tuple(f"p_{a}" for a in AREAS)
+RESULT_COLUMNS = ("note_id", "status", "error", "area", "confidence") + PROBA_COLUMNS
+TRAILING_COLUMNS = ("source", "row")
+STDIO = "-"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How to read the notes: which columns hold the id and the text, and the byte encoding."""
+
+    text_col: str = "text"
+    id_col: str = "note_id"
+    encoding: str = "utf-8"
+    on_error: str = "mark"      # mark: a malformed line becomes an error row; fail: stop
+    chunk_size: int = 1000
+
+
+def input_kind(path: str) -> str:
+    """csv | tsv | jsonl | parquet | folder | stdin, or InputError with the fix."""
+    if path == STDIO:
+        return "stdin"
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file or folder; check the path")
+    if p.is_dir():
+        return "folder"
+    kind = SUFFIXES.get(p.suffix.lower())
+    if kind is None:
+        raise InputError(f"{path}: unknown input type {p.suffix or '(no suffix)'!r}; use .csv, .tsv, "
+                         f".jsonl, .parquet, a folder of .txt files, or - for JSONL on stdin")
+    return kind
+
+
+def _encoding(spec: InputSpec) -> str:
+    # A byte-order mark at the start of a UTF-8 file is not part of the first column's name.
+    return "utf-8-sig" if spec.encoding.lower().replace("_", "-") in ("utf-8", "utf8") else spec.encoding
+
+
+def probe(path: str, spec: InputSpec) -> list[str]:
+    """Check a file can be read as notes before any output is written; return its column names."""
+    kind = input_kind(path)
+    if kind in ("stdin", "folder"):
+        if kind == "folder" and not any(Path(path).glob("*.txt")):
+            raise InputError(f"{path}: folder has no .txt files; put one note per .txt file in it")
+        return [spec.id_col, spec.text_col]
+    p = Path(path)
+    if p.stat().st_size == 0:
+        raise InputError(f"{path}: file is empty; it needs notes with a {spec.text_col!r} column")
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(p)
+        except Exception:
+            raise InputError(f"{path}: not a readable Parquet file; check the file or its suffix") from None
+        columns = list(schema.names)
+        _require_text(path, columns, spec)
+        import pyarrow as pa
+
+        ftype = schema.field(spec.text_col).type
+        if not (pa.types.is_string(ftype) or pa.types.is_large_string(ftype) or pa.types.is_null(ftype)):
+            raise InputError(f"{path}: column {spec.text_col!r} holds {ftype}, not text; "
+                             f"store the notes as strings")
+        return columns
+    if kind == "jsonl":
+        columns = _first_jsonl_keys(p, spec)
+        _require_text(path, columns, spec)
+        return columns
+    sep = "," if kind == "csv" else "\t"
+    try:
+        header = pd.read_csv(p, sep=sep, nrows=0, encoding=_encoding(spec))
+    except UnicodeDecodeError:
+        raise _decode_error(path, spec) from None
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path}: file has no header row; the first line must name the columns, "
+                         f"including {spec.text_col!r}") from None
+    columns = [str(c) for c in header.columns]
+    _require_text(path, columns, spec)
+    return columns
+
+
+def _require_text(path: str, columns: list[str], spec: InputSpec) -> None:
+    if spec.text_col not in columns:
+        found = ", ".join(repr(c) for c in columns[:20]) or "none"
+        raise InputError(f"{path}: no {spec.text_col!r} column (columns found: {found}); "
+                         f"name the text column with --text-col")
+
+
+def _first_jsonl_keys(p: Path, spec: InputSpec) -> list[str]:
+    with open(p, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = json.loads(raw.decode(_encoding(spec)))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return [spec.text_col]  # the line itself becomes an error row (or fails) when read
+            if not isinstance(record, dict):
+                raise InputError(f"{p}: line {lineno} is not a JSON object; each line must be one "
+                                 f"note as {{\"{spec.id_col}\": ..., \"{spec.text_col}\": ...}}")
+            return list(record)
+    raise InputError(f"{p}: file has no notes (only blank lines); add one JSON object per line")
+
+
+def read_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
+    """The notes of one input, chunk by chunk, normalised (see the module docstring)."""
+    kind = input_kind(path)
+    source = "<stdin>" if kind == "stdin" else str(path)
+    if kind in ("csv", "tsv"):
+        raw = _csv_chunks(path, spec, "," if kind == "csv" else "\t")
+    elif kind == "parquet":
+        raw = _parquet_chunks(path, spec)
+    elif kind == "folder":
+        raw = _folder_chunks(path, spec)
+    else:
+        stream = sys.stdin.buffer if kind == "stdin" else open(path, "rb")
+        raw = _jsonl_chunks(stream, source, spec, close=kind != "stdin")
+    next_row = 1
+    for frame in raw:
+        frame = _normalise(frame, source, next_row, spec)
+        next_row += len(frame)
+        yield frame
+
+
+def _csv_chunks(path: str, spec: InputSpec, sep: str) -> Iterator[pd.DataFrame]:
+    try:
+        reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                             chunksize=spec.chunk_size, encoding=_encoding(spec))
+        yield from reader
+    except UnicodeDecodeError:
+        raise _decode_error(path, spec) from None
+    except pd.errors.ParserError as exc:
+        where = _line_from_parser_error(str(exc))
+        raise InputError(f"{path}: {where}has a different number of fields than the header; check "
+                         f"quoting of commas and line breaks inside notes") from None
+
+
+def _line_from_parser_error(message: str) -> str:
+    import re
+
+    m = re.search(r"line (\d+)", message)
+    return f"line {m.group(1)} " if m else ""
+
+
+def _decode_error(path: str, spec: InputSpec) -> InputError:
+    line = _first_bad_line(Path(path), _encoding(spec))
+    return InputError(f"{path}: line {line} is not valid {spec.encoding}; re-save the file as UTF-8 "
+                      f"or pass --encoding (e.g. --encoding latin-1)")
+
+
+def _first_bad_line(path: Path, encoding: str) -> int:
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return lineno
+    return 0
+
+
+def _parquet_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    for batch in pf.iter_batches(batch_size=spec.chunk_size):
+        yield batch.to_pandas()
+
+
+def _folder_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
+    files = sorted(Path(path).glob("*.txt"))
+    for start in range(0, len(files), spec.chunk_size):
+        rows = []
+        for f in files[start:start + spec.chunk_size]:
+            row = {spec.id_col: f.stem, spec.text_col: None, "error": None}
+            try:
+                row[spec.text_col] = f.read_bytes().decode(_encoding(spec))
+            except UnicodeDecodeError as exc:
+                row["error"] = (f"{f.name}: not valid {spec.encoding} at byte {exc.start}; re-save it "
+                                f"as UTF-8 or pass --encoding")
+            rows.append(row)
+        yield pd.DataFrame(rows)
+
+
+def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator[pd.DataFrame]:
+    rows: list[dict] = []
+    try:
+        for lineno, raw in enumerate(stream, start=1):
+            if not raw.strip():
+                continue
+            problem = None
+            try:
+                record = json.loads(raw.decode(_encoding(spec)))
+                if not isinstance(record, dict):
+                    problem = f"line {lineno} is not a JSON object"
+            except UnicodeDecodeError:
+                problem = f"line {lineno} is not valid {spec.encoding}"
+            except json.JSONDecodeError:
+                problem = f"line {lineno} is not valid JSON"
+            if problem:
+                if spec.on_error == "fail":
+                    raise InputError(f"{source}: {problem}; fix the line or run with --on-error mark")
+                record = {"error": f"{problem}; the note could not be read"}
+            elif spec.text_col not in record:
+                record["error"] = f"line {lineno} has no {spec.text_col!r} field"
+            record["_line"] = lineno
+            rows.append(record)
+            if len(rows) >= spec.chunk_size:
+                yield pd.DataFrame(rows)
+                rows = []
+        if rows:
+            yield pd.DataFrame(rows)
+    finally:
+        if close:
+            stream.close()
+
+
+def _is_blank(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value) or \
+        (isinstance(value, str) and not value.strip())
+
+
+def _whole_number(value) -> tuple[int | None, bool]:
+    """(number, ok): blank is (None, True); '3', 3, 3.0 are (3, True); '3a', 2.5 are (None, False)."""
+    if _is_blank(value) or value is pd.NA:
+        return None, True
+    if isinstance(value, bool):
+        return None, False
+    if isinstance(value, (int,)) or (hasattr(value, "dtype") and str(getattr(value, "dtype", "")).startswith("int")):
+        return int(value), True
+    if isinstance(value, float):
+        return (int(value), True) if value.is_integer() else (None, False)
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text), True
+    return None, False
+
+
+def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec) -> pd.DataFrame:
+    n = len(frame)
+    out = pd.DataFrame(index=range(n))
+    out["source"] = source
+    out["row"] = range(first_row, first_row + n)
+    ids = frame[spec.id_col] if spec.id_col in frame else pd.Series([None] * n)
+    stem = Path(source).stem if source != "<stdin>" else "stdin"
+    out["note_id"] = [str(v) if not _is_blank(v) else f"{stem}:{r}"
+                      for v, r in zip(ids.tolist(), out["row"])]
+    texts = frame[spec.text_col].tolist() if spec.text_col in frame else [None] * n
+    errors = frame["error"].tolist() if "error" in frame else [None] * n
+    for col in CARRIED:
+        if col in frame:
+            out[col] = frame[col].tolist()
+    clean_texts: list[str | None] = []
+    for i in range(n):
+        err = errors[i] if isinstance(errors[i], str) else None
+        text = texts[i]
+        if err is None and not isinstance(text, str):
+            err = f"row {first_row + i}: text is missing or not a string"
+        elif err is None and not text.strip():
+            err = f"row {first_row + i}: text is empty"
+        clean_texts.append(text if err is None else None)
+        errors[i] = err
+    for col in INT_COLUMNS:
+        if col not in out:
+            continue
+        numbers = []
+        for i, value in enumerate(out[col].tolist()):
+            number, ok = _whole_number(value)
+            if ok and number is not None and number < 1:
+                ok, number = False, None
+            if not ok and errors[i] is None:
+                errors[i] = (f"row {first_row + i}: {col} must be a whole number from 1 up "
+                             f"(or empty); fix the value in column {col!r}")
+            numbers.append(number)
+        out[col] = pd.array(numbers, dtype="Int64")
+    if "session" in out and "total_sessions" in out:
+        for i, (s, t) in enumerate(zip(out["session"], out["total_sessions"])):
+            if s is not pd.NA and t is not pd.NA and s > t and errors[i] is None:
+                errors[i] = f"row {first_row + i}: session is greater than total_sessions"
+    for col in ("case_id", "phase", "focus"):
+        if col in out:
+            out[col] = [None if _is_blank(v) else str(v) for v in out[col].tolist()]
+    out["text"] = pd.Series(clean_texts, dtype=object)
+    out["error"] = pd.Series(errors, dtype=object)
+    return out
+
+
+def output_format(path: str | None) -> str:
+    if path is None or path == STDIO:
+        return "jsonl"
+    kind = SUFFIXES.get(Path(path).suffix.lower())
+    if kind is None:
+        raise OutputError(f"{path}: unknown output type {Path(path).suffix or '(no suffix)'!r}; "
+                          f"use .csv, .tsv, .jsonl or .parquet")
+    return kind
+
+
+class ResultWriter:
+    """Writes result chunks to a temporary file beside the target, renamed into place on close.
+
+    An interrupted run never leaves a half-written file under the final name; an existing file is
+    only replaced with ``force``. ``path`` None or ``-`` writes JSONL to stdout.
+    """
+
+    def __init__(self, path: str | None, columns: list[str], *, force: bool = False,
+                 inputs: list[str] = ()):
+        self.path = None if path in (None, STDIO) else Path(path)
+        self.format = output_format(path)
+        self.columns = list(columns)
+        self.rows = 0
+        self._parquet = None
+        if self.path is not None:
+            if self.path.exists() and not force:
+                raise OutputError(f"{self.path} already exists; pass --force to overwrite it or choose "
+                                  f"another -o path")
+            if any(i != STDIO and Path(i).resolve() == self.path.resolve() for i in inputs):
+                raise OutputError(f"{self.path} is also an input; choose another -o path")
+            if not self.path.parent.is_dir():
+                raise OutputError(f"{self.path.parent} is not a folder; create it first")
+            self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            mode = "wb" if self.format == "parquet" else "w"
+            self._fh = None if self.format == "parquet" else open(self._tmp, mode, encoding="utf-8",
+                                                                  newline="")
+        else:
+            self._tmp = None
+            self._fh = sys.stdout
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame = frame.reindex(columns=self.columns)
+        if self.format == "jsonl":
+            for record in frame.to_dict(orient="records"):
+                self._fh.write(json.dumps({k: _jsonable(v) for k, v in record.items()},
+                                          ensure_ascii=False) + "\n")
+        elif self.format in ("csv", "tsv"):
+            flat = frame.apply(lambda col: col.map(_flat))
+            flat.to_csv(self._fh, sep="," if self.format == "csv" else "\t", index=False,
+                        header=self.rows == 0, lineterminator="\n")
+        else:
+            self._write_parquet(frame)
+        self.rows += len(frame)
+
+    def _write_parquet(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, schema=_arrow_schema(self.columns), preserve_index=False)
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self._tmp, table.schema)
+        self._parquet.write_table(table)
+
+    def close(self) -> None:
+        """Finish the file and move it into place."""
+        if self.path is None:
+            self._fh.flush()
+            return
+        if self.format == "parquet":
+            if self._parquet is None:
+                self._write_parquet(pd.DataFrame(columns=self.columns))
+            self._parquet.close()
+        else:
+            if self.rows == 0 and self.format in ("csv", "tsv"):
+                pd.DataFrame(columns=self.columns).to_csv(self._fh, index=False,
+                                                          sep="," if self.format == "csv" else "\t")
+            self._fh.close()
+        os.replace(self._tmp, self.path)
+
+    def abort(self) -> None:
+        """Remove the temporary file; the final path is left as it was."""
+        if self.path is None:
+            return
+        if self._parquet is not None:
+            self._parquet.close()
+        elif self._fh is not None:
+            self._fh.close()
+        if self._tmp is not None and self._tmp.exists():
+            self._tmp.unlink()
+
+
+def _arrow_schema(columns: list[str]):
+    import pyarrow as pa
+
+    types = {"confidence": pa.float64(), "row": pa.int64(), "session": pa.int64(),
+             "total_sessions": pa.int64()}
+    types.update({c: pa.float64() for c in PROBA_COLUMNS})
+    list_columns = {"themes", "off_phase_themes"}
+    return pa.schema([(c, pa.list_(pa.string()) if c in list_columns else types.get(c, pa.string()))
+                      for c in columns])
+
+
+def _is_missing(value) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and value != value)
+
+
+def _jsonable(value):
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    if isinstance(value, dict):
+        return value
+    if _is_missing(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def _flat(value):
+    if isinstance(value, (list, tuple)):
+        return ";".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, ensure_ascii=False)
+    return value

@@ -1,0 +1,344 @@
+"""The area classifier: a scikit-learn Pipeline over preprocessed feature strings, and its artefacts.
+
+``models/<name>/`` holds ``model.skops`` (the fitted estimator, only sklearn/numpy/scipy types) and
+``model.json`` (the model card: labels, resolved config, library versions, SHA-256 of the training
+data and of the model file, metrics). Loading verifies the hash and the versions first, then loads
+with skops against an explicit trusted-type list, so loading never runs arbitrary code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import zipfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from iptnlp.config import (
+    REPO_ROOT,
+    FeatureConfig,
+    ModelConfig,
+    PreprocessConfig,
+    from_dict,
+    load_lexicon,
+    load_model_config,
+    load_preprocess_config,
+    resolve_path,
+    to_dict,
+)
+from iptnlp.errors import ModelError
+from iptnlp.preprocess import Preprocessor
+from iptnlp.taxonomy import AREAS, UNCERTAIN
+
+DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "ipt-area"
+MODEL_FILE = "model.skops"
+CARD_FILE = "model.json"
+#: libraries whose version must match the card's exactly for the model to load
+PINNED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "skops", "spacy", "spacy-lookups-data")
+#: every type a saved area model may contain; anything else is refused at save and at load
+TRUSTED_TYPES = [
+    "builtins.bool", "builtins.dict", "builtins.float", "builtins.int", "builtins.list",
+    "builtins.NoneType", "builtins.slice", "builtins.str", "builtins.tuple", "builtins.type",
+    "numpy.dtype", "numpy.float64", "numpy.int64", "numpy.ndarray",
+    "scipy.sparse._csr.csr_matrix",
+    "sklearn.calibration.CalibratedClassifierCV",
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.isotonic.IsotonicRegression",
+    "sklearn.feature_extraction.text.HashingVectorizer",
+    "sklearn.feature_extraction.text.TfidfVectorizer",
+    "sklearn.feature_extraction.text.TfidfTransformer",
+    "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.pipeline.FeatureUnion",
+    "sklearn.pipeline.Pipeline",
+]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("iptnlp",) + PINNED_LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_files(paths: list[str | Path]) -> str:
+    """One digest over several files' contents, in the order given (paths themselves excluded)."""
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(sha256_file(p).encode())
+    return digest.hexdigest()
+
+
+def build_estimator(cfg: ModelConfig):
+    """The unfitted scikit-learn Pipeline the config describes."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer, TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    v = cfg.vectorizer
+    if v.kind == "hashing":
+        # No vocabulary is stored: the model file holds no words of the training notes, and it stays
+        # small (a vocabulary dict costs skops ~600 bytes a term).
+        words = Pipeline([
+            ("hash", HashingVectorizer(token_pattern=r"\S+", lowercase=False,
+                                       ngram_range=tuple(v.ngram_range), n_features=2 ** v.hash_bits,
+                                       alternate_sign=False, norm=None, dtype=np.float64)),
+            ("tfidf", TfidfTransformer(sublinear_tf=v.sublinear_tf)),
+        ])
+    else:
+        words = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=tuple(v.ngram_range),
+                                min_df=v.min_df, max_df=v.max_df, sublinear_tf=v.sublinear_tf,
+                                max_features=v.max_features, dtype=np.float64)
+    if v.char_ngrams:
+        chars = Pipeline([
+            ("hash", HashingVectorizer(analyzer="char_wb", ngram_range=tuple(v.char_ngrams),
+                                       n_features=2 ** v.hash_bits, alternate_sign=False, norm=None,
+                                       lowercase=False, dtype=np.float64)),
+            ("tfidf", TfidfTransformer(sublinear_tf=True)),
+        ])
+        vectorizer = FeatureUnion([("words", words), ("chars", chars)])
+    else:
+        vectorizer = words
+    c = cfg.classifier
+    clf = LogisticRegression(C=c.C, class_weight=c.class_weight, max_iter=c.max_iter)
+    if cfg.calibration.method != "none":
+        clf = CalibratedClassifierCV(clf, method=cfg.calibration.method, cv=cfg.calibration.cv,
+                                     ensemble=False)  # one classifier: a model a fifth the size
+    return Pipeline([("vectorizer", vectorizer), ("classifier", clf)])
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """A model config with everything it refers to read in, as stored in the model card."""
+
+    model: ModelConfig
+    preprocess: PreprocessConfig
+    lexicon: dict[str, tuple[str, ...]] | None
+
+    @classmethod
+    def from_file(cls, path: str | Path | None = None) -> ResolvedConfig:
+        model = load_model_config(path)
+        pre = load_preprocess_config(resolve_path(path, model.preprocess))
+        lexicon = load_lexicon(resolve_path(path, model.features.lexicon)) if model.features.lexicon else None
+        return cls(model, pre, lexicon)
+
+    @classmethod
+    def from_card(cls, data: dict) -> ResolvedConfig:
+        lexicon = data.get("lexicon")
+        return cls(from_dict(ModelConfig, data["model"], "model card config.model"),
+                   from_dict(PreprocessConfig, data["preprocess"], "model card config.preprocess"),
+                   {k: tuple(v) for k, v in lexicon.items()} if lexicon else None)
+
+    def to_card(self) -> dict:
+        return {"model": to_dict(self.model), "preprocess": to_dict(self.preprocess),
+                "lexicon": {k: list(v) for k, v in self.lexicon.items()} if self.lexicon else None}
+
+    def preprocessor(self, features: FeatureConfig | None = None) -> Preprocessor:
+        return Preprocessor(self.preprocess, features or self.model.features, self.lexicon,
+                            batch_size=self.model.batch_size)
+
+
+class AreaModel:
+    """A fitted area classifier with its preprocessing; ``predict_proba`` takes raw note texts."""
+
+    def __init__(self, estimator, config: ResolvedConfig, card: dict | None = None,
+                 path: Path | None = None):
+        self.estimator = estimator
+        self.config = config
+        self.card = card or {}
+        self.path = path
+        self.preprocessor = config.preprocessor()
+        classes = list(estimator.classes_)
+        if sorted(classes) != sorted(AREAS):
+            raise ModelError(f"model labels {classes} are not the four IPT areas {list(AREAS)}")
+        self._order = [classes.index(a) for a in AREAS]
+
+    @property
+    def abstain_threshold(self) -> float:
+        return self.config.model.abstain_threshold
+
+    def predict_proba_features(self, feature_strings: list[str]) -> np.ndarray:
+        """Probabilities (rows sum to 1) in ``AREAS`` order, from preprocessed feature strings."""
+        if not feature_strings:
+            return np.zeros((0, len(AREAS)))
+        proba = self.estimator.predict_proba(feature_strings)[:, self._order]
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return self.predict_proba_features(self.preprocessor.transform(texts))
+
+    def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
+        """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
+        threshold = self.abstain_threshold if threshold is None else threshold
+        top = proba.argmax(axis=1)
+        return [AREAS[k] if proba[i, k] >= threshold else UNCERTAIN for i, k in enumerate(top)]
+
+
+def fit(features: list[str], labels: list[str], config: ResolvedConfig):
+    """Fit the configured estimator on feature strings; deterministic for the same inputs."""
+    unknown = sorted(set(labels) - set(AREAS))
+    if unknown:
+        raise ModelError(f"unknown area labels {unknown}; expected {list(AREAS)}")
+    missing = [a for a in AREAS if a not in set(labels)]
+    if missing:
+        raise ModelError(f"training data has no notes labelled {missing}; every area needs examples")
+    estimator = build_estimator(config.model)
+    estimator.fit(features, labels)
+    _drop_stop_words(estimator)
+    return estimator
+
+
+def _drop_stop_words(estimator) -> None:
+    """Forget the terms the vectorizers pruned: not needed to predict, and they are raw note words."""
+    for step in estimator.named_steps.values():
+        parts = [p for _, p in step.transformer_list] if hasattr(step, "transformer_list") else [step]
+        for part in parts:
+            if hasattr(part, "stop_words_"):
+                delattr(part, "stop_words_")
+
+
+def save_model(model_dir: str | Path, estimator, config: ResolvedConfig, *, data_files: list[Path],
+               n_notes: int, label_counts: dict[str, int], metrics: dict | None) -> dict:
+    """Write ``model.skops`` and the model card; refuse types outside ``TRUSTED_TYPES``."""
+    import skops.io as sio
+
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    blob = sio.dumps(estimator, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+    untrusted = sorted(set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
+    if untrusted or not _only_trusted(blob):
+        raise ModelError(f"the estimator holds types outside the trusted list: {untrusted}")
+    model_path = model_dir / MODEL_FILE
+    tmp = model_path.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(model_path)
+    card = {
+        "name": config.model.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "labels": list(AREAS),
+        "config": config.to_card(),
+        "versions": library_versions(),
+        "training_data": {
+            "files": [_display_path(p) for p in data_files],
+            "sha256": sha256_files(data_files),
+            "n_notes": n_notes,
+            "label_counts": label_counts,
+        },
+        "model_file": MODEL_FILE,
+        "model_sha256": sha256_file(model_path),
+        "metrics": metrics or {},
+    }
+    (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    return card
+
+
+def _only_trusted(blob: bytes) -> bool:
+    import io
+
+    return types_in_file(io.BytesIO(blob)) <= set(TRUSTED_TYPES)
+
+
+def _display_path(p: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return Path(p).name
+
+
+def read_card(model_dir: str | Path) -> dict:
+    model_dir = Path(model_dir)
+    card_path = model_dir / CARD_FILE
+    if not model_dir.is_dir():
+        raise ModelError(f"no model at {model_dir}: the folder does not exist; build one with `make train`")
+    if not card_path.is_file():
+        raise ModelError(f"{model_dir} has no {CARD_FILE} model card; rebuild it with `make train`")
+    try:
+        return json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{card_path} is not valid JSON; restore it or rebuild with `make train`") from None
+
+
+def verify(model_dir: str | Path, card: dict) -> Path:
+    """Check the model file's hash and the library versions against the card."""
+    model_path = Path(model_dir) / card.get("model_file", MODEL_FILE)
+    if not model_path.is_file():
+        raise ModelError(f"{model_path} is missing; rebuild the model with `make train`")
+    actual = sha256_file(model_path)
+    if actual != card.get("model_sha256"):
+        raise ModelError(f"{model_path} does not match the SHA-256 in its model card (the file changed "
+                         f"after training or was corrupted); refusing to load it. Restore the file or "
+                         f"rebuild the model with `make train`")
+    installed = library_versions()
+    wrong = [f"{lib} {card['versions'].get(lib)} (installed: {installed[lib]})"
+             for lib in PINNED_LIBRARIES if card.get("versions", {}).get(lib) != installed[lib]]
+    if wrong:
+        raise ModelError(f"model {model_dir} was built with other library versions: {', '.join(wrong)}. "
+                         f"Install the pinned versions (`make setup`) or rebuild the model (`make train`)")
+    return model_path
+
+
+def types_in_file(model_path: str | Path) -> set[str]:
+    """Every ``module.Class`` named in a skops file's schema, read without loading anything."""
+    try:
+        with zipfile.ZipFile(model_path) as zf:
+            schema = json.loads(zf.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError):
+        raise ModelError(f"{model_path} is not a readable skops file; rebuild the model with "
+                         f"`make train`") from None
+    found: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__class__" in node and "__module__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
+def load_model(model_dir: str | Path | None = None) -> AreaModel:
+    """Load and verify a model folder (default: the shipped ``models/ipt-area``)."""
+    import skops.io as sio
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    card = read_card(model_dir)
+    model_path = verify(model_dir, card)
+    # skops trusts every scikit-learn type by default; we hold the file to our own, shorter list.
+    untrusted = sorted(types_in_file(model_path) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelError(f"{model_path} contains types outside the trusted list ({', '.join(untrusted)}); "
+                         f"refusing to load it. Rebuild the model with `make train`")
+    try:
+        estimator = sio.load(model_path, trusted=TRUSTED_TYPES)
+    except UntrustedTypesFoundException as exc:
+        raise ModelError(f"{model_path} contains types outside the trusted list ({exc}); refusing to "
+                         f"load it. Rebuild the model with `make train`") from None
+    except Exception as exc:  # a corrupt archive surfaces as zip/key errors
+        raise ModelError(f"{model_path} cannot be read ({exc.__class__.__name__}); "
+                         f"rebuild the model with `make train`") from None
+    from sklearn.pipeline import Pipeline
+
+    if not isinstance(estimator, Pipeline):
+        raise ModelError(f"{model_path} does not hold an area classifier pipeline; rebuild the model "
+                         f"with `make train`")
+    return AreaModel(estimator, ResolvedConfig.from_card(card["config"]), card, model_dir)

@@ -1,0 +1,114 @@
+"""Training and evaluating the area model from labelled note files (``iptnlp train`` / ``evaluate``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from iptnlp.errors import InputError
+from iptnlp.evaluate import classification_metrics, grouped_cv_proba, groups_of
+from iptnlp.io import InputSpec, probe, read_chunks
+from iptnlp.model import AreaModel, ResolvedConfig, fit, save_model
+from iptnlp.taxonomy import AREAS
+
+
+def read_labelled(paths: list[str], spec: InputSpec, label_col: str) -> pd.DataFrame:
+    """All rows of labelled files, with ``label``; any unreadable row or bad label is an error."""
+    frames = []
+    for path in paths:
+        columns = probe(path, spec)
+        if label_col not in columns:
+            found = ", ".join(repr(c) for c in columns[:20])
+            raise InputError(f"{path}: no {label_col!r} label column (columns found: {found}); "
+                             f"name it with --label-col")
+        raw_labels = _column(path, spec, label_col)
+        chunk_frames = list(read_chunks(path, spec))
+        frame = pd.concat(chunk_frames, ignore_index=True) if chunk_frames else pd.DataFrame()
+        frame["label"] = raw_labels
+        bad = frame[frame["error"].notna()]
+        if len(bad):
+            raise InputError(f"{path}: {bad['error'].iloc[0]} ({len(bad)} unreadable rows); training "
+                             f"needs every row readable")
+        wrong = frame[~frame["label"].isin(AREAS)]
+        if len(wrong):
+            raise InputError(f"{path}: row {wrong['row'].iloc[0]} has label outside {list(AREAS)} "
+                             f"({len(wrong)} such rows); fix the {label_col!r} column")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _column(path: str, spec: InputSpec, col: str) -> list:
+    """One raw column of an input, in row order (labels are not part of the normalised chunks)."""
+    from iptnlp.io import input_kind
+
+    kind = input_kind(path)
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path, columns=[col]).column(col).to_pylist()
+    if kind in ("csv", "tsv"):
+        return pd.read_csv(path, sep="," if kind == "csv" else "\t", usecols=[col], dtype=str,
+                           encoding="utf-8-sig")[col].tolist()
+    import json
+
+    values = []
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                try:
+                    values.append(json.loads(raw).get(col))
+                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+                    values.append(None)
+    return values
+
+
+def cached_features(config: ResolvedConfig, texts: list[str]) -> list[str]:
+    """Preprocessed feature strings, cached on disk by joblib (keyed on texts and rules)."""
+    import os
+
+    from joblib import Memory
+
+    from iptnlp.config import REPO_ROOT
+
+    location = os.environ.get("IPTNLP_CACHE", str(REPO_ROOT / ".cache"))
+    memory = Memory(location if location != "off" else None, verbose=0)
+    return memory.cache(_features)(config.to_card(), texts)
+
+
+def _features(card_config: dict, texts: list[str]) -> list[str]:
+    return ResolvedConfig.from_card(card_config).preprocessor().transform(texts)
+
+
+def train_model(data_paths: list[str], out_dir: str | Path, *, config_path: str | None = None,
+                label_col: str = "area", text_col: str = "text", cv_folds: int = 5,
+                progress: Callable[[str], None] | None = None) -> dict:
+    """Fit on every labelled row, score by grouped CV, and save the model with its card."""
+    say = progress or (lambda _m: None)
+    config = ResolvedConfig.from_file(config_path)
+    data = read_labelled(data_paths, InputSpec(text_col=text_col), label_col)
+    say(f"read {len(data)} labelled notes from {len(data_paths)} file(s)")
+    feats = cached_features(config, data["text"].tolist())
+    labels = data["label"].tolist()
+    metrics = {}
+    if cv_folds > 1:
+        groups = groups_of(data["case_id"].tolist() if "case_id" in data else [None] * len(data),
+                           data["note_id"].tolist())
+        say(f"grouped {cv_folds}-fold cross-validation over {len(set(groups))} groups")
+        proba = grouped_cv_proba(feats, labels, groups, lambda f, y: fit(f, y, config),
+                                 n_splits=cv_folds, seed=config.model.seed)
+        metrics["grouped_cv"] = classification_metrics(labels, proba)
+    say("fitting the final model on all notes")
+    estimator = fit(feats, labels, config)
+    return save_model(out_dir, estimator, config, data_files=[Path(p) for p in data_paths],
+                      n_notes=len(data), label_counts=dict(Counter(labels)), metrics=metrics)
+
+
+def evaluate_model(model: AreaModel, data_path: str, *, label_col: str = "area",
+                   text_col: str = "text") -> dict:
+    """Metrics of ``model`` on a labelled file it is applied to as it stands."""
+    data = read_labelled([data_path], InputSpec(text_col=text_col), label_col)
+    proba = model.predict_proba(data["text"].tolist())
+    return classification_metrics(data["label"].tolist(), proba)

@@ -1,0 +1,111 @@
+import pytest
+
+
+def feats(preprocessor, text: str) -> list[str]:
+    return preprocessor.transform([text])[0].split()
+
+
+def doc(preprocessor, text: str):
+    return next(iter(preprocessor.pipe([text])))
+
+
+@pytest.mark.parametrize("spelling", ["[NAME]", "[PERSON]", "<PERSON>", "[**Name**]", "[Person 2]",
+                                      "[**Known lastname 1234**]", "[FIRST_NAME]"])
+def test_person_placeholders_become_one_token_of_one_kind(preprocessor, spelling):
+    d = doc(preprocessor, f"Argued with {spelling}'s brother.")
+    placeholders = [t for t in d if t._.placeholder]
+    assert len(placeholders) == 1
+    assert placeholders[0].text == spelling
+    assert placeholders[0]._.placeholder == "person"
+    assert feats(preprocessor, f"Argued with {spelling} today.") == ["argue", "with", "ph_person", "today"]
+
+
+@pytest.mark.parametrize("spelling,kind", [("[DATE]", "date"), ("[LOCATION]", "location"), ("[AGE]", "age"),
+                                           ("XXX", "redacted"), ("***", "redacted"), ("<DATE>", "date"),
+                                           ("[**Hospital 12**]", "location"), ("[**2101-3-4**]", "other")])
+def test_other_placeholder_kinds(preprocessor, spelling, kind):
+    d = doc(preprocessor, f"Seen at {spelling} again.")
+    assert [t._.placeholder for t in d if t._.placeholder] == [kind]
+
+
+def test_bracketed_stage_directions_are_not_placeholders(preprocessor):
+    d = doc(preprocessor, "C: I don't know [laughs] maybe [inaudible].")
+    assert not any(t._.placeholder for t in d)
+
+
+@pytest.mark.parametrize("text,negated,not_negated", [
+    ("Pt denies recent losses.", ["recent", "losses"], ["Pt"]),
+    ("No conflict at work reported.", ["conflict", "work"], ["reported"]),
+    ("SI/HI denied.", ["SI", "HI"], []),
+    ("No friends, spends weekends alone.", ["friends"], ["spends", "weekends", "alone"]),
+    ("Denies grief, anger, or guilt.", ["grief", "anger", "guilt"], []),
+    ("She did not cry but argued with her mother.", ["cry"], ["argued", "mother"]),
+    ("Negative for self-harm; positive for hopelessness.", ["self"], ["hopelessness"]),
+])
+def test_negation_scope(preprocessor, text, negated, not_negated):
+    d = doc(preprocessor, text)
+    marks = {t.text: t._.negated for t in d}
+    assert all(marks[w] for w in negated), marks
+    assert not any(marks[w] for w in not_negated), marks
+
+
+def test_negated_words_are_distinct_features(preprocessor):
+    assert "neg_loss" in feats(preprocessor, "Denies recent losses.")
+    assert "loss" not in feats(preprocessor, "Denies recent losses.")
+    assert "loss" in feats(preprocessor, "Talked about her losses.")
+
+
+@pytest.mark.parametrize("text,word", [
+    ("Will try a role play next week.", "role"),
+    ("We plan to review the inventory next session.", "inventory"),
+    ("If her father dies she fears she will fall apart.", "father"),
+])
+def test_hypothetical_and_future(preprocessor, text, word):
+    d = doc(preprocessor, text)
+    assert next(t for t in d if t.text == word)._.hypothetical
+
+
+def test_what_happened_is_not_hypothetical(preprocessor):
+    d = doc(preprocessor, "We role-played the conversation with her boss.")
+    assert not any(t._.hypothetical for t in d)
+
+
+def test_plan_section_is_hypothetical(preprocessor):
+    d = doc(preprocessor, "S: argued with spouse.\nP: role-play the budget talk.")
+    by_text = {t.text: t for t in d}
+    assert not by_text["argued"]._.hypothetical
+    assert by_text["budget"]._.hypothetical
+    assert by_text["argued"]._.section == "s"
+
+
+@pytest.mark.parametrize("text", [
+    "T: How did it go?\nC: We fought again.",
+    "Therapist: How did it go?\nClient: We fought again.",
+    "T: How did it go? C: We fought again.",
+])
+def test_speaker_turns(preprocessor, text):
+    d = doc(preprocessor, text)
+    assert next(t for t in d if t.text == "How")._.speaker == "therapist"
+    assert next(t for t in d if t.text == "fought")._.speaker == "client"
+    # turn labels are structure, not words of the note
+    assert "t" not in feats(preprocessor, text) and "client" not in feats(preprocessor, text)
+
+
+def test_line_breaks_end_sentences(preprocessor):
+    d = doc(preprocessor, "Denies SI\nArgued with sister")
+    assert not next(t for t in d if t.text == "Argued")._.negated
+    assert len(list(d.sents)) == 2
+
+
+def test_lemmas_ignore_case_and_numbers_collapse(preprocessor):
+    assert feats(preprocessor, "ARGUING Crying") == ["argue", "cry"]
+    assert feats(preprocessor, "PHQ-9 = 14 on 3/4") == ["num", "num", "on", "num"]
+
+
+def test_batch_equals_one_by_one(preprocessor, corpus_records):
+    texts = [r["text"] for r in corpus_records[:40]]
+    assert preprocessor.transform(texts) == [preprocessor.transform([t])[0] for t in texts]
+
+
+def test_empty_and_odd_text_do_not_crash(preprocessor):
+    assert preprocessor.transform(["", "   ", "[[[", "***", "\n\n"]) == ["", "", "", "ph_redacted", ""]
