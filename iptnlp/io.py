@@ -258,7 +258,11 @@ def _whole_number(value) -> tuple[int | None, bool]:
     text = str(value).strip()
     if text.lstrip("-").isdigit():
         return int(text), True
-    return None, False
+    try:   # "4.0", as pandas writes a whole-number column that has gaps
+        number = float(text)
+    except ValueError:
+        return None, False
+    return (int(number), True) if number.is_integer() else (None, False)
 
 
 def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec) -> pd.DataFrame:
