@@ -26,8 +26,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 setup: $(STAMP) ## create .venv/ and install iptnlp with its dev extras (pinned by requirements.lock)
 
-$(CORPUS): $(NOTES) iptnlp/corpus.py iptnlp/taxonomy.py ## the training table, built from the authored notes
+$(CORPUS): $(NOTES) iptnlp/corpus.py iptnlp/taxonomy.py
 	$(BIN)/python -m iptnlp.corpus build $@ $(NOTES)
+	$(BIN)/python -m iptnlp.corpus readme data/README.md $(NOTES)
 
 $(MODEL_DIR)/model.json: $(CORPUS) $(CONFIGS) $(SOURCES) | $(STAMP)
 	$(BIN)/iptnlp train $(CORPUS) -o $(MODEL_DIR) --config configs/model.yml --force
@@ -47,8 +48,8 @@ test-slow: $(STAMP) ## run only the slow tests
 
 train: $(STAMP) $(MODEL_DIR)/model.json ## rebuild the shipped model from data/ and configs/ if they changed
 
-evaluate: $(STAMP) ## evaluate the shipped model: grouped CV on the corpus, and the card
-	$(BIN)/iptnlp info --model $(MODEL_DIR)
+evaluate: $(STAMP) ## grouped CV, external dev set, baselines, ablation -> reports/evaluation.{md,json}
+	$(BIN)/python -m iptnlp.evaluate
 
 bench: $(STAMP) ## measure tagging speed against a tokenizer-only reference
 	$(BIN)/python -m iptnlp.bench

@@ -70,6 +70,7 @@ class VectorizerConfig:
     sublinear_tf: bool = True
     max_features: int | None = 60000
     char_ngrams: tuple[int, int] | None = None   # e.g. (3, 5) adds character n-grams of lemmas
+    lexicon_weight: float | None = None          # lexicon hits as their own block, with this weight
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ class ClassifierConfig:
 
 @dataclass(frozen=True)
 class CalibrationConfig:
-    method: str = "sigmoid"   # sigmoid | isotonic | none
+    method: str = "temperature"   # temperature | sigmoid | isotonic | none
     cv: int = 5
 
 
@@ -174,8 +175,8 @@ def _read_yaml(path: Path) -> dict:
 def load_model_config(path: str | Path | None = None) -> ModelConfig:
     path = Path(path) if path else DEFAULT_MODEL_CONFIG
     cfg = from_dict(ModelConfig, _read_yaml(path), str(path))
-    if cfg.calibration.method not in ("sigmoid", "isotonic", "none"):
-        raise ConfigError(f"{path}: calibration.method must be sigmoid, isotonic or none")
+    if cfg.calibration.method not in ("temperature", "sigmoid", "isotonic", "none"):
+        raise ConfigError(f"{path}: calibration.method must be temperature, sigmoid, isotonic or none")
     if cfg.vectorizer.kind not in ("hashing", "tfidf"):
         raise ConfigError(f"{path}: vectorizer.kind must be hashing or tfidf")
     if not 0.0 <= cfg.abstain_threshold < 1.0:
@@ -194,13 +195,31 @@ def load_preprocess_config(path: str | Path) -> PreprocessConfig:
 
 
 def load_lexicon(path: str | Path) -> dict[str, tuple[str, ...]]:
-    """A domain lexicon: category -> list of words or phrases (lower-case)."""
+    """A domain lexicon's categories: category -> words or phrases (lower-case)."""
+    return _lexicon_parts(path)[0]
+
+
+def load_lexicon_areas(path: str | Path) -> dict[str, str]:
+    """The lexicon's category -> area map (used by the keyword baseline only)."""
+    return _lexicon_parts(path)[1]
+
+
+def _lexicon_parts(path: str | Path) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+    from iptnlp.taxonomy import AREAS
+
     path = Path(path)
     data = _read_yaml(path)
-    problems = [f"{k}: expected a list of terms" for k, v in data.items() if not isinstance(v, list)]
+    problems = [f"unknown key {k!r} (known: areas, categories)" for k in data if k not in ("categories", "areas")]
+    categories = data.get("categories") or {}
+    areas = data.get("areas") or {}
+    problems += [f"categories.{k}: expected a list of terms" for k, v in categories.items()
+                 if not isinstance(v, list)]
+    problems += [f"areas.{k}: {v!r} is not an area or not a category" for k, v in areas.items()
+                 if v not in AREAS or k not in categories]
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
-    return {str(k): tuple(str(t).lower() for t in v) for k, v in data.items()}
+    return ({str(k): tuple(str(t).lower() for t in v) for k, v in categories.items()},
+            {str(k): str(v) for k, v in areas.items()})
 
 
 def to_dict(obj) -> dict:

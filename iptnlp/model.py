@@ -49,6 +49,7 @@ TRUSTED_TYPES = [
     "sklearn.calibration.CalibratedClassifierCV",
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
+    "sklearn.calibration._TemperatureScaling",
     "sklearn.isotonic.IsotonicRegression",
     "sklearn.feature_extraction.text.HashingVectorizer",
     "sklearn.feature_extraction.text.TfidfVectorizer",
@@ -106,6 +107,13 @@ def build_estimator(cfg: ModelConfig):
         words = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=tuple(v.ngram_range),
                                 min_df=v.min_df, max_df=v.max_df, sublinear_tf=v.sublinear_tf,
                                 max_features=v.max_features, dtype=np.float64)
+    blocks = [("words", words)]
+    if v.lexicon_weight:
+        # lexicon hits as a block of their own, so a handful of category tokens is not drowned by
+        # hundreds of word n-grams (weight = how much they count next to the words)
+        blocks.append(("lexicon", HashingVectorizer(token_pattern=r"(?:neg_)?lex_\w+", lowercase=False,
+                                                    n_features=2 ** 10, alternate_sign=False,
+                                                    norm="l2", dtype=np.float64)))
     if v.char_ngrams:
         chars = Pipeline([
             ("hash", HashingVectorizer(analyzer="char_wb", ngram_range=tuple(v.char_ngrams),
@@ -113,9 +121,9 @@ def build_estimator(cfg: ModelConfig):
                                        lowercase=False, dtype=np.float64)),
             ("tfidf", TfidfTransformer(sublinear_tf=True)),
         ])
-        vectorizer = FeatureUnion([("words", words), ("chars", chars)])
-    else:
-        vectorizer = words
+        blocks.append(("chars", chars))
+    weights = {"lexicon": v.lexicon_weight} if v.lexicon_weight else None
+    vectorizer = FeatureUnion(blocks, transformer_weights=weights) if len(blocks) > 1 else words
     c = cfg.classifier
     clf = LogisticRegression(C=c.C, class_weight=c.class_weight, max_iter=c.max_iter)
     if cfg.calibration.method != "none":
@@ -191,8 +199,12 @@ class AreaModel:
         return [AREAS[k] if proba[i, k] >= threshold else UNCERTAIN for i, k in enumerate(top)]
 
 
-def fit(features: list[str], labels: list[str], config: ResolvedConfig):
-    """Fit the configured estimator on feature strings; deterministic for the same inputs."""
+def fit(features: list[str], labels: list[str], config: ResolvedConfig, groups: list[str] | None = None):
+    """Fit the configured estimator on feature strings; deterministic for the same inputs.
+
+    With ``groups`` (course ids), the calibration's internal folds keep each course on one side, so
+    the calibrator learns from notes of courses the classifier has not seen, as in real use.
+    """
     unknown = sorted(set(labels) - set(AREAS))
     if unknown:
         raise ModelError(f"unknown area labels {unknown}; expected {list(AREAS)}")
@@ -200,7 +212,16 @@ def fit(features: list[str], labels: list[str], config: ResolvedConfig):
     if missing:
         raise ModelError(f"training data has no notes labelled {missing}; every area needs examples")
     estimator = build_estimator(config.model)
+    calibrated = estimator.named_steps["classifier"]
+    n_folds = getattr(calibrated, "cv", None)
+    if groups is not None and isinstance(n_folds, int):
+        from sklearn.model_selection import StratifiedGroupKFold
+
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=config.model.seed)
+        calibrated.cv = list(splitter.split(features, labels, groups))
     estimator.fit(features, labels)
+    if n_folds is not None:
+        calibrated.cv = n_folds   # the folds were for fitting; the saved model keeps only their number
     _drop_stop_words(estimator)
     return estimator
 

@@ -93,15 +93,15 @@ def train_model(data_paths: list[str], out_dir: str | Path, *, config_path: str 
     feats = cached_features(config, data["text"].tolist())
     labels = data["label"].tolist()
     metrics = {}
+    groups = groups_of(data["case_id"].tolist() if "case_id" in data else [None] * len(data),
+                       data["note_id"].tolist())
     if cv_folds > 1:
-        groups = groups_of(data["case_id"].tolist() if "case_id" in data else [None] * len(data),
-                           data["note_id"].tolist())
         say(f"grouped {cv_folds}-fold cross-validation over {len(set(groups))} groups")
-        proba = grouped_cv_proba(feats, labels, groups, lambda f, y: fit(f, y, config),
-                                 n_splits=cv_folds, seed=config.model.seed)
+        proba = grouped_cv_proba(feats, labels, groups, lambda f, y, g: fit(f, y, config, g),
+                                 n_splits=cv_folds, seed=config.model.seed, n_jobs=2)
         metrics["grouped_cv"] = classification_metrics(labels, proba)
     say("fitting the final model on all notes")
-    estimator = fit(feats, labels, config)
+    estimator = fit(feats, labels, config, groups)
     return save_model(out_dir, estimator, config, data_files=[Path(p) for p in data_paths],
                       n_notes=len(data), label_counts=dict(Counter(labels)), metrics=metrics)
 

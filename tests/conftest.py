@@ -51,6 +51,16 @@ def small_model(small_model_dir):
 
 @pytest.fixture(scope="session")
 def preprocessor():
+    """The shipped preprocessing rules, with the plain feature set (words, negation marks)."""
+    from iptnlp.config import FeatureConfig
+    from iptnlp.model import ResolvedConfig
+
+    return ResolvedConfig.from_file().preprocessor(FeatureConfig(negation=True, speaker=False, lexicon=None))
+
+
+@pytest.fixture(scope="session")
+def shipped_preprocessor():
+    """The preprocessing and features exactly as configs/model.yml sets them (lexicon, turns)."""
     from iptnlp.model import ResolvedConfig
 
     return ResolvedConfig.from_file().preprocessor()

@@ -24,7 +24,7 @@ def test_every_problem_reported_at_once():
 def test_bad_calibration_method(tmp_path):
     path = tmp_path / "m.yml"
     path.write_text("calibration:\n  method: magic\n")
-    with pytest.raises(ConfigError, match="calibration.method must be sigmoid, isotonic or none"):
+    with pytest.raises(ConfigError, match="calibration.method must be temperature, sigmoid, isotonic or none"):
         load_model_config(path)
 
 

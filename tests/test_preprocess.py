@@ -109,3 +109,14 @@ def test_batch_equals_one_by_one(preprocessor, corpus_records):
 
 def test_empty_and_odd_text_do_not_crash(preprocessor):
     assert preprocessor.transform(["", "   ", "[[[", "***", "\n\n"]) == ["", "", "", "ph_redacted", ""]
+
+
+def test_lexicon_hits_become_category_features(shipped_preprocessor):
+    feats = shipped_preprocessor.transform(["Since he passed away she avoids his room. Denies conflict."])[0].split()
+    assert "lex_death" in feats and "lex_mourning" in feats
+    assert "neg_lex_conflict" in feats and "lex_conflict" not in feats
+
+
+def test_client_turn_words_are_also_marked(shipped_preprocessor):
+    feats = shipped_preprocessor.transform(["T: And then?\nC: We argued."])[0].split()
+    assert "c_argue" in feats and "c_then" not in feats
