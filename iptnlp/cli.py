@@ -74,14 +74,17 @@ def main(ctx, verbose):
               help="A malformed JSONL line: mark it as an error row and go on, or stop.")
 @click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True,
               help="Notes read and tagged per chunk.")
+@click.option("--course-length", type=click.IntRange(4), default=16, show_default=True,
+              help="Course length for notes without total_sessions (phase = initial 1-3, termination = last 3).")
 @quiet_option
 def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding, on_error,
-        batch_size, quiet):
-    """Tag notes with their IPT problem area.
+        batch_size, course_length, quiet):
+    """Tag notes with their IPT problem area, phase and phase themes.
 
     INPUT is a .csv, .tsv, .jsonl or .parquet file, a folder of .txt files (id = file name), or -
     for JSONL on stdin. Every input row gives exactly one output row, in input order, with
-    status ok or error.
+    status ok or error, the area and its probabilities, the phase, the themes found (and those
+    off-phase), and the evidence (character offsets and words) for the area and each theme.
 
     \b
     Examples:
@@ -97,7 +100,7 @@ def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding,
     spec = InputSpec(text_col=text_col, id_col=id_col, encoding=encoding, on_error=on_error,
                      chunk_size=batch_size)
     summary = tag_files(list(inputs), output, model, spec, force=force, threshold=threshold,
-                        progress=_say(quiet))
+                        course_length=course_length, progress=_say(quiet))
     if not quiet:
         click.echo(f"iptnlp: {summary.line()}" + (f" -> {output}" if output else ""), err=True)
 

@@ -25,7 +25,8 @@ SUFFIXES = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".parquet": "parque
 CARRIED = ("case_id", "session", "total_sessions", "phase", "focus")
 INT_COLUMNS = ("session", "total_sessions")
 PROBA_COLUMNS = tuple(f"p_{a}" for a in AREAS)
-RESULT_COLUMNS = ("note_id", "status", "error", "area", "confidence") + PROBA_COLUMNS
+RESULT_COLUMNS = ("note_id", "status", "error", "area", "confidence") + PROBA_COLUMNS + (
+    "phase", "themes", "off_phase_themes", "evidence")
 TRAILING_COLUMNS = ("source", "row")
 STDIO = "-"
 
@@ -372,6 +373,9 @@ class ResultWriter:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if "evidence" in frame:
+            frame = frame.assign(evidence=frame["evidence"].map(
+                lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else None))
         table = pa.Table.from_pandas(frame, schema=_arrow_schema(self.columns), preserve_index=False)
         if self._parquet is None:
             self._parquet = pq.ParquetWriter(self._tmp, table.schema)

@@ -177,6 +177,7 @@ class AreaModel:
         if sorted(classes) != sorted(AREAS):
             raise ModelError(f"model labels {classes} are not the four IPT areas {list(AREAS)}")
         self._order = [classes.index(a) for a in AREAS]
+        self._coef = None
 
     @property
     def abstain_threshold(self) -> float:
@@ -192,11 +193,46 @@ class AreaModel:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.predict_proba_features(self.preprocessor.transform(texts))
 
+    def area_evidence(self, doc, area: str, top: int = 5) -> list[tuple[int, int, str]]:
+        """The note's words that push most towards ``area``: (start, end, text), in text order.
+
+        Reads the linear model's weight of each word's hashed feature, so it needs no vocabulary.
+        """
+        from sklearn.utils import murmurhash3_32
+
+        if self._coef is None:
+            self._coef = _word_weights(self.estimator)
+        weights, n_features = self._coef
+        row = weights[AREAS.index(area)]
+        feats = self.preprocessor.token_features(doc)
+        scored = {}
+        for tok, feat in feats:
+            if tok.is_stop or feat.endswith(tuple(f"ph_{k}" for k in ("person", "date", "location", "age",
+                                                                       "redacted", "other", "contact", "id"))):
+                continue   # function words and placeholders are not evidence a reader can use
+            w = row[abs(murmurhash3_32(feat, seed=0)) % n_features]
+            if w > 0 and (tok.i not in scored or scored[tok.i][0] < w):
+                scored[tok.i] = (w, tok)
+        best = sorted(scored.values(), key=lambda x: -x[0])[:top]
+        return sorted((t.idx, t.idx + len(t.text), t.text) for _, t in best)
+
     def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
         """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
         threshold = self.abstain_threshold if threshold is None else threshold
         top = proba.argmax(axis=1)
         return [AREAS[k] if proba[i, k] >= threshold else UNCERTAIN for i, k in enumerate(top)]
+
+
+def _word_weights(estimator) -> tuple[np.ndarray, int]:
+    """(weights in AREAS order x hashed word features, number of hashed word features)."""
+    clf = estimator.named_steps["classifier"]
+    linear = clf.calibrated_classifiers_[0].estimator if hasattr(clf, "calibrated_classifiers_") else clf
+    vec = estimator.named_steps["vectorizer"]
+    words = vec.transformer_list[0][1] if hasattr(vec, "transformer_list") else vec
+    n = words.named_steps["hash"].n_features if hasattr(words, "named_steps") else len(words.vocabulary_)
+    # the calibrator fits its inner model on encoded labels; the outer classes_ give their order
+    order = [list(clf.classes_).index(a) for a in AREAS]
+    return linear.coef_[order, :n], n
 
 
 def fit(features: list[str], labels: list[str], config: ResolvedConfig, groups: list[str] | None = None):

@@ -265,6 +265,9 @@ class Preprocessor:
     def features(self, doc) -> str:
         return features(doc, self.features_config)
 
+    def token_features(self, doc) -> list[tuple[object, str]]:
+        return token_features(doc, self.features_config)
+
     def transform(self, texts: Iterable[str]) -> list[str]:
         """Feature strings for ``texts`` (what the scikit-learn pipeline reads)."""
         return [features(doc, self.features_config) for doc in self.pipe(texts)]
@@ -372,11 +375,21 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
 
 def features(doc, cfg: FeatureConfig) -> str:
     """The feature string of a Doc: lemmas with neg_/hyp_ marks, placeholders as their kind."""
+    out = [feat for _tok, feat in token_features(doc, cfg)]
+    if cfg.lexicon and doc._.iptnlp_lex:
+        neg = doc._.iptnlp_neg
+        for category, start, _end in doc._.iptnlp_lex:
+            out.append(("neg_lex_" if neg[start] else "lex_") + category)
+    return " ".join(out)
+
+
+def token_features(doc, cfg: FeatureConfig) -> list[tuple[object, str]]:
+    """(token, feature) for each word feature of a Doc, in text order."""
     neg = doc._.iptnlp_neg
     hyp = doc._.iptnlp_hyp
     label = doc._.iptnlp_label
     speaker = doc._.iptnlp_speaker
-    out: list[str] = []
+    out: list[tuple[object, str]] = []
     for tok in doc:
         i = tok.i
         lemma = tok.lemma_
@@ -390,10 +403,7 @@ def features(doc, cfg: FeatureConfig) -> str:
             lemma = "neg_" + lemma
         elif cfg.hypothetical and hyp[i]:
             lemma = "hyp_" + lemma
-        out.append(lemma)
+        out.append((tok, lemma))
         if cfg.speaker and speaker[i] == "client":
-            out.append("c_" + lemma)
-    if cfg.lexicon and doc._.iptnlp_lex:
-        for category, start, _end in doc._.iptnlp_lex:
-            out.append(("neg_lex_" if neg[start] else "lex_") + category)
-    return " ".join(out)
+            out.append((tok, "c_" + lemma))
+    return out

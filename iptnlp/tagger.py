@@ -22,36 +22,87 @@ from iptnlp.io import (
     read_chunks,
 )
 from iptnlp.model import AreaModel
-from iptnlp.taxonomy import AREAS
+from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, phase_of
+from iptnlp.themes import off_phase, themes_of
+
+
+class Tagger:
+    """Everything one tagging run applies to each chunk: the area model, the theme rules, phases."""
+
+    def __init__(self, model: AreaModel, *, threshold: float | None = None,
+                 course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None):
+        from iptnlp.themes import ThemeFinder, load_theme_rules
+
+        self.model = model
+        self.threshold = threshold
+        self.course_length = course_length
+        self.themes = ThemeFinder(model.preprocessor.nlp, load_theme_rules(theme_rules))
+
+    def phase(self, row: dict) -> str:
+        stated = row.get("phase")
+        if isinstance(stated, str) and stated.strip().lower() in PHASES:
+            return stated.strip().lower()
+        session, total = row.get("session"), row.get("total_sessions")
+        session = None if session is None or session is pd.NA else int(session)
+        total = self.course_length if total is None or total is pd.NA else int(total)
+        return phase_of(session, total)
+
+    def tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order."""
+        out = frame.drop(columns=["text"]).copy()
+        ok = out["error"].isna().to_numpy()
+        docs = list(self.model.preprocessor.pipe(frame.loc[ok, "text"].tolist()))
+        proba = self.model.predict_proba_features([self.model.preprocessor.features(d) for d in docs])
+        n = len(out)
+        out["status"] = np.where(ok, "ok", "error")
+        area: list = [None] * n
+        confidence = np.full(n, np.nan)
+        probs = np.full((n, len(AREAS)), np.nan)
+        phase: list = [None] * n
+        themes: list = [None] * n
+        off: list = [None] * n
+        evidence: list = [None] * n
+        rows = out.to_dict(orient="records")
+        decided = self.model.decide(proba, self.threshold) if len(docs) else []
+        for k, i in enumerate(np.flatnonzero(ok)):
+            doc = docs[k]
+            area[i] = decided[k]
+            confidence[i] = proba[k].max()
+            probs[i] = proba[k]
+            hits = self.themes.hits(doc)
+            phase[i] = self.phase(rows[i])
+            themes[i] = themes_of(hits)
+            off[i] = off_phase(themes[i], phase[i])
+            top = AREAS[int(proba[k].argmax())]
+            evidence[i] = {"area": [list(e) for e in self.model.area_evidence(doc, top)],
+                           "themes": {t: [h.as_list() for h in hits if h.label == t] for t in themes[i]}}
+        out["area"] = area
+        out["confidence"] = confidence
+        for j, col in enumerate(PROBA_COLUMNS):
+            out[col] = probs[:, j]
+        out["phase"] = phase
+        out["themes"] = themes
+        out["off_phase_themes"] = off
+        out["evidence"] = evidence
+        out["error"] = out["error"].astype(object).where(~ok, None)
+        return out
 
 
 def tag_frame(frame: pd.DataFrame, model: AreaModel, threshold: float | None = None) -> pd.DataFrame:
-    """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order."""
-    out = frame.drop(columns=["text"]).copy()
-    ok = out["error"].isna().to_numpy()
-    texts = frame.loc[ok, "text"].tolist()
-    proba = model.predict_proba(texts)
-    out["status"] = np.where(ok, "ok", "error")
-    out["area"] = None
-    out["confidence"] = np.nan
-    for col in PROBA_COLUMNS:
-        out[col] = np.nan
-    if len(texts):
-        out.loc[ok, "area"] = model.decide(proba, threshold)
-        out.loc[ok, "confidence"] = proba.max(axis=1)
-        for k, col in enumerate(PROBA_COLUMNS):
-            out.loc[ok, col] = proba[:, k]
-    out["error"] = out["error"].astype(object).where(~ok, None)
-    return out
+    """Results for one normalised chunk with a default :class:`Tagger`."""
+    return Tagger(model, threshold=threshold).tag_frame(frame)
 
 
 def result_columns(input_columns: Iterable[str]) -> list[str]:
     present = set(input_columns)
-    return list(RESULT_COLUMNS) + [c for c in CARRIED if c in present] + list(TRAILING_COLUMNS)
+    # a stated `phase` is not carried separately: the output `phase` is it when valid
+    return list(RESULT_COLUMNS) + [c for c in CARRIED if c in present and c not in RESULT_COLUMNS] \
+        + list(TRAILING_COLUMNS)
 
 
 def tag(df: pd.DataFrame, model: AreaModel | str | None = None, *, text_col: str = "text",
-        id_col: str = "note_id", threshold: float | None = None) -> pd.DataFrame:
+        id_col: str = "note_id", threshold: float | None = None,
+        course_length: int = DEFAULT_COURSE_LENGTH) -> pd.DataFrame:
     """Tag a DataFrame of notes: one result row per input row, in order.
 
     >>> import iptnlp, pandas as pd
@@ -69,7 +120,7 @@ def tag(df: pd.DataFrame, model: AreaModel | str | None = None, *, text_col: str
         raise InputError(f"DataFrame has no {text_col!r} column (columns found: {found})")
     spec = InputSpec(text_col=text_col, id_col=id_col)
     frame = _normalise(df.reset_index(drop=True), "<dataframe>", 1, spec)
-    result = tag_frame(frame, model, threshold)
+    result = Tagger(model, threshold=threshold, course_length=course_length).tag_frame(frame)
     return result[result_columns(df.columns)].drop(columns=["source"])
 
 
@@ -90,18 +141,20 @@ class RunSummary:
 
 def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: InputSpec, *,
               force: bool = False, threshold: float | None = None,
+              course_length: int = DEFAULT_COURSE_LENGTH,
               progress: Callable[[str], None] | None = None) -> RunSummary:
     """Tag every note of ``inputs`` into ``output`` (None: JSONL on stdout); return counts."""
     columns: set[str] = set()
     for path in inputs:   # every file-level problem surfaces before any output is written
         columns.update(probe(path, spec))
+    tagger = Tagger(model, threshold=threshold, course_length=course_length)
     writer = ResultWriter(output, result_columns(columns), force=force, inputs=inputs)
     summary = RunSummary()
     start = time.perf_counter()
     try:
         for path in inputs:
             for frame in read_chunks(path, spec):
-                result = tag_frame(frame, model, threshold)
+                result = tagger.tag_frame(frame)
                 writer.write(result)
                 summary.notes += len(result)
                 summary.status.update(result["status"])

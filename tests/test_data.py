@@ -36,7 +36,7 @@ def test_variety(corpus_records):
 def test_most_notes_do_not_name_the_area(corpus_records):
     names = ("grief", "role dispute", "role transition", "interpersonal deficit", "problem area")
     naming = sum(any(n in r["text"].lower() for n in names) for r in corpus_records)
-    assert naming / len(corpus_records) < 0.5
+    assert naming / len(corpus_records) < 0.2   # "most notes naming no area word at all"
 
 
 def test_no_near_duplicates_across_courses(corpus_records):

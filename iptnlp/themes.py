@@ -1,0 +1,96 @@
+"""Phase themes: which of the 13 IPT themes a note shows as done, with evidence, and which are off-phase.
+
+Rules are data (``configs/themes.yml``): phrases matched on lemmas by a spaCy ``PhraseMatcher`` and
+optional token patterns for a ``Matcher``. A match counts only when none of its tokens is negated or
+hypothetical (as marked by the preprocessing stage), so "we did not role-play" and "will try a role
+play next week" are not a role play performed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from iptnlp.config import CONFIG_DIR, _read_yaml
+from iptnlp.errors import ConfigError
+from iptnlp.taxonomy import PHASES, THEME_IDS, is_off_phase
+
+DEFAULT_THEMES = CONFIG_DIR / "themes.yml"
+
+
+@dataclass(frozen=True)
+class ThemeHit:
+    """One piece of evidence: a theme (or area), and where in the note it was found."""
+
+    label: str
+    start: int
+    end: int
+    text: str
+
+    def as_list(self) -> list:
+        return [self.start, self.end, self.text]
+
+
+def load_theme_rules(path: str | Path | None = None) -> dict[str, dict]:
+    """theme -> {"phrases": [...], "patterns": [...]}; every problem reported at once."""
+    path = Path(path) if path else DEFAULT_THEMES
+    data = _read_yaml(path)
+    problems = [f"unknown theme {k!r} (known: {', '.join(THEME_IDS)})" for k in data if k not in THEME_IDS]
+    rules: dict[str, dict] = {}
+    for theme, spec in data.items():
+        if not isinstance(spec, dict):
+            problems.append(f"{theme}: expected a mapping with phrases/patterns")
+            continue
+        problems += [f"{theme}: unknown key {k!r} (known: phrases, patterns)" for k in spec
+                     if k not in ("phrases", "patterns")]
+        phrases = spec.get("phrases") or []
+        patterns = spec.get("patterns") or []
+        if not isinstance(phrases, list) or not all(isinstance(p, (str, int, float)) for p in phrases):
+            problems.append(f"{theme}.phrases: expected a list of strings")
+        if not isinstance(patterns, list) or not all(isinstance(p, list) for p in patterns):
+            problems.append(f"{theme}.patterns: expected a list of token-pattern lists")
+        rules[theme] = {"phrases": [str(p).lower() for p in phrases], "patterns": patterns}
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
+    return rules
+
+
+class ThemeFinder:
+    """Finds the themes done in Docs made by one preprocessing pipeline."""
+
+    def __init__(self, nlp, rules: dict[str, dict]):
+        from spacy.matcher import Matcher, PhraseMatcher
+
+        self.phrase_matcher = PhraseMatcher(nlp.vocab, attr="LEMMA")
+        self.matcher = Matcher(nlp.vocab)
+        for theme, spec in rules.items():
+            if spec["phrases"]:
+                # patterns need lemmas, so they go through the same pipeline as the notes
+                self.phrase_matcher.add(theme, list(nlp.pipe(spec["phrases"])))
+            if spec["patterns"]:
+                self.matcher.add(theme, spec["patterns"])
+        self.strings = nlp.vocab.strings
+
+    def hits(self, doc) -> list[ThemeHit]:
+        """Theme matches done in this session (not negated, not hypothetical), in text order."""
+        neg, hyp = doc._.iptnlp_neg, doc._.iptnlp_hyp
+        found: list[ThemeHit] = []
+        matches = list(self.phrase_matcher(doc)) + (list(self.matcher(doc)) if len(self.matcher) else [])
+        for match_id, start, end in matches:
+            if any(neg[i] or hyp[i] for i in range(start, end)):
+                continue
+            span = doc[start:end]
+            found.append(ThemeHit(self.strings[match_id], span.start_char, span.end_char, span.text))
+        found.sort(key=lambda h: (h.start, h.label))
+        return found
+
+
+def themes_of(hits: list[ThemeHit]) -> list[str]:
+    """The distinct themes of some hits, in the taxonomy's order."""
+    present = {h.label for h in hits}
+    return [t for t in THEME_IDS if t in present]
+
+
+def off_phase(themes: list[str], phase: str) -> list[str]:
+    """Themes not appropriate in ``phase`` (none when the phase is unknown)."""
+    return [t for t in themes if phase in PHASES and is_off_phase(t, phase)]

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+
+from iptnlp.errors import ConfigError
+from iptnlp.themes import ThemeFinder, load_theme_rules, off_phase, themes_of
+
+
+@pytest.fixture(scope="module")
+def finder(shipped_preprocessor):
+    return ThemeFinder(shipped_preprocessor.nlp, load_theme_rules())
+
+
+def found(finder, shipped_preprocessor, text):
+    doc = next(iter(shipped_preprocessor.pipe([text])))
+    return themes_of(finder.hits(doc))
+
+
+@pytest.mark.parametrize("text,theme", [
+    ("We role-played asking her sister for help; I played the sister.", "role_play"),
+    ("PHQ-9 = 14 today.", "symptom_review"),
+    ("Warning signs listed: skipping meals, not calling friends.", "relapse_prevention"),
+    ("Agreed on 12 sessions, weekly, with goals written together.", "treatment_contract"),
+    ("Two sessions left; we talked about ending and what she will miss.", "termination_discussion"),
+    ("Generated options and weighed the pros and cons of moving out.", "decision_analysis"),
+])
+def test_theme_found(finder, shipped_preprocessor, text, theme):
+    assert theme in found(finder, shipped_preprocessor, text)
+
+
+@pytest.mark.parametrize("text", [
+    "We did not role-play today.",
+    "Will try a role play next week.",
+    "P: role-play the conversation with her boss.",
+    "If she is ready we could role-play it.",
+])
+def test_negated_or_planned_role_play_is_not_done(finder, shipped_preprocessor, text):
+    assert "role_play" not in found(finder, shipped_preprocessor, text)
+
+
+def test_off_phase():
+    assert off_phase(["interpersonal_inventory", "role_play"], "middle") == ["interpersonal_inventory"]
+    assert off_phase(["termination_discussion"], "initial") == ["termination_discussion"]
+    assert off_phase(["termination_discussion"], "unknown") == []
+
+
+def test_rules_file_problems_listed(tmp_path):
+    p = tmp_path / "t.yml"
+    p.write_text("role_play:\n  phrase: [x]\nmagic:\n  phrases: [y]\n")
+    with pytest.raises(ConfigError) as err:
+        load_theme_rules(p)
+    assert "unknown theme 'magic'" in str(err.value)
+    assert "role_play: unknown key 'phrase'" in str(err.value)
+
+
+def test_tag_output_has_phase_themes_and_evidence_inside_the_note(small_model):
+    import pandas as pd
+
+    from iptnlp.tagger import tag
+
+    texts = ["PHQ-9 = 12. Completed the interpersonal inventory of her important people.",
+             "Redid the interpersonal inventory; then role-played the talk with her brother.",
+             "Said goodbye early; talked about ending therapy."]
+    df = pd.DataFrame({"text": texts, "session": [2, 9, 2], "total_sessions": [16, 16, 16],
+                       "phase": [None, None, "termination"]})
+    out = tag(df, small_model)
+    assert out["phase"].tolist() == ["initial", "middle", "termination"]
+    assert "interpersonal_inventory" in out.loc[0, "themes"] and out.loc[0, "off_phase_themes"] == []
+    assert out.loc[1, "off_phase_themes"] == ["interpersonal_inventory"]
+    assert out.loc[2, "off_phase_themes"] == []          # the stated phase wins
+    for text, ev in zip(texts, out["evidence"]):
+        json.dumps(ev)
+        spans = ev["area"] + [s for hits in ev["themes"].values() for s in hits]
+        assert spans
+        assert all(0 <= s < e <= len(text) and text[s:e] == w for s, e, w in spans)
