@@ -211,6 +211,13 @@ def info(model_dir, as_json):
         from iptnlp.evaluate import format_metrics
 
         click.echo(format_metrics(metrics["grouped_cv"], "grouped cross-validation on the training data:"))
+    if "themes_grouped_cv" in metrics:
+        tm = metrics["themes_grouped_cv"]
+        click.echo(f"themes (learned model, grouped cross-validation, threshold {tm['threshold']}): micro "
+                   f"P {tm['micro']['precision']:.3f} R {tm['micro']['recall']:.3f} F1 {tm['micro']['f1']:.3f}")
+        for theme, v in tm["per_theme"].items():
+            click.echo(f"  {theme:<26} P {v['precision']:.2f}  R {v['recall']:.2f}  F1 {v['f1']:.2f}  "
+                       f"n {v['support']}")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,19 @@ class CalibrationConfig:
 
 
 @dataclass(frozen=True)
+class ThemeModelConfig:
+    """The learned multi-label theme model (one logistic regression per theme)."""
+
+    enabled: bool = True
+    threshold: float = 0.5          # a theme is found when its probability reaches this
+    C: float = 8.0
+    ngram_range: tuple[int, int] = (1, 2)
+    hash_bits: int = 16
+    hypothetical: bool = True       # planned work ("will role-play") kept apart from work done
+    rules_join: tuple[str, ...] = ()  # themes whose rule hits are found too (where rules are precise)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str = "ipt-area"
     preprocess: str = "preprocess.yml"
@@ -94,6 +107,7 @@ class ModelConfig:
     vectorizer: VectorizerConfig = VectorizerConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     calibration: CalibrationConfig = CalibrationConfig()
+    themes: ThemeModelConfig = ThemeModelConfig()
     abstain_threshold: float = 0.0
     batch_size: int = 256
     seed: int = 0

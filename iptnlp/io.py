@@ -257,11 +257,13 @@ def _whole_number(value) -> tuple[int | None, bool]:
     if isinstance(value, float):
         return (int(value), True) if value.is_integer() else (None, False)
     text = str(value).strip()
-    if text.lstrip("-").isdigit():
+    if text.lstrip("-").isascii() and text.lstrip("-").isdigit():   # not "²", which isdigit() accepts
         return int(text), True
     try:   # "4.0", as pandas writes a whole-number column that has gaps
         number = float(text)
-    except ValueError:
+    except (ValueError, OverflowError):
+        return None, False
+    if number != number or number in (float("inf"), float("-inf")):
         return None, False
     return (int(number), True) if number.is_integer() else (None, False)
 

@@ -32,11 +32,12 @@ from iptnlp.config import (
     to_dict,
 )
 from iptnlp.errors import ModelError
-from iptnlp.preprocess import Preprocessor
-from iptnlp.taxonomy import AREAS, UNCERTAIN
+from iptnlp.preprocess import Preprocessor, features
+from iptnlp.taxonomy import AREAS, THEME_IDS, UNCERTAIN
 
 DEFAULT_MODEL_DIR = REPO_ROOT / "models" / "ipt-area"
 MODEL_FILE = "model.skops"
+THEMES_FILE = "themes.skops"
 CARD_FILE = "model.json"
 #: libraries whose version must match the card's exactly for the model to load
 PINNED_LIBRARIES = ("scikit-learn", "numpy", "scipy", "skops", "spacy", "spacy-lookups-data")
@@ -55,6 +56,8 @@ TRUSTED_TYPES = [
     "sklearn.feature_extraction.text.TfidfVectorizer",
     "sklearn.feature_extraction.text.TfidfTransformer",
     "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.multiclass.OneVsRestClassifier",
+    "sklearn.preprocessing._label.LabelBinarizer",
     "sklearn.pipeline.FeatureUnion",
     "sklearn.pipeline.Pipeline",
 ]
@@ -158,6 +161,12 @@ class ResolvedConfig:
         return {"model": to_dict(self.model), "preprocess": to_dict(self.preprocess),
                 "lexicon": {k: list(v) for k, v in self.lexicon.items()} if self.lexicon else None}
 
+    def theme_features(self) -> FeatureConfig:
+        """Features of the theme model: as the area model's, with plans marked and no turn copies."""
+        from dataclasses import replace
+
+        return replace(self.model.features, hypothetical=self.model.themes.hypothetical, speaker=False)
+
     def preprocessor(self, features: FeatureConfig | None = None) -> Preprocessor:
         return Preprocessor(self.preprocess, features or self.model.features, self.lexicon,
                             batch_size=self.model.batch_size)
@@ -167,8 +176,9 @@ class AreaModel:
     """A fitted area classifier with its preprocessing; ``predict_proba`` takes raw note texts."""
 
     def __init__(self, estimator, config: ResolvedConfig, card: dict | None = None,
-                 path: Path | None = None):
+                 path: Path | None = None, theme_estimator=None):
         self.estimator = estimator
+        self.theme_estimator = theme_estimator
         self.config = config
         self.card = card or {}
         self.path = path
@@ -193,34 +203,87 @@ class AreaModel:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.predict_proba_features(self.preprocessor.transform(texts))
 
+    def theme_features(self, doc) -> str:
+        return features(doc, self.config.theme_features())
+
+    def predict_themes(self, docs: list) -> np.ndarray:
+        """Theme probabilities (rows: docs, columns: THEME_IDS); empty without a theme model."""
+        if self.theme_estimator is None or not docs:
+            return np.zeros((len(docs), len(THEME_IDS)))
+        return self.theme_estimator.predict_proba([self.theme_features(d) for d in docs])
+
     def area_evidence(self, doc, area: str, top: int = 5) -> list[tuple[int, int, str]]:
         """The note's words that push most towards ``area``: (start, end, text), in text order.
 
         Reads the linear model's weight of each word's hashed feature, so it needs no vocabulary.
         """
-        from sklearn.utils import murmurhash3_32
-
         if self._coef is None:
             self._coef = _word_weights(self.estimator)
         weights, n_features = self._coef
-        row = weights[AREAS.index(area)]
-        feats = self.preprocessor.token_features(doc)
-        scored = {}
-        for tok, feat in feats:
-            if tok.is_stop or feat.endswith(tuple(f"ph_{k}" for k in ("person", "date", "location", "age",
-                                                                       "redacted", "other", "contact", "id"))):
-                continue   # function words and placeholders are not evidence a reader can use
-            w = row[abs(murmurhash3_32(feat, seed=0)) % n_features]
-            if w > 0 and (tok.i not in scored or scored[tok.i][0] < w):
-                scored[tok.i] = (w, tok)
-        best = sorted(scored.values(), key=lambda x: -x[0])[:top]
-        return sorted((t.idx, t.idx + len(t.text), t.text) for _, t in best)
+        return _top_words(self.preprocessor.token_features(doc), weights[AREAS.index(area)], n_features, top)
+
+    def theme_evidence(self, doc, theme: str, top: int = 3) -> list[tuple[int, int, str]]:
+        """The note's words that push most towards ``theme`` in the learned theme model."""
+        if self.theme_estimator is None:
+            return []
+        ovr = self.theme_estimator.named_steps["classifier"].estimators_[THEME_IDS.index(theme)]
+        n_features = self.theme_estimator.named_steps["hash"].n_features
+        from iptnlp.preprocess import token_features
+
+        return _top_words(token_features(doc, self.config.theme_features()), ovr.coef_[0], n_features, top)
 
     def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
         """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
         threshold = self.abstain_threshold if threshold is None else threshold
         top = proba.argmax(axis=1)
         return [AREAS[k] if proba[i, k] >= threshold else UNCERTAIN for i, k in enumerate(top)]
+
+
+_PLACEHOLDER_FEATURES = tuple(f"ph_{k}" for k in ("person", "date", "location", "age", "redacted", "other",
+                                                   "contact", "id"))
+
+
+def _top_words(token_feats, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
+    """Tokens whose hashed features weigh most (positively) in ``row``; function words and
+    placeholders are not evidence a reader can use."""
+    from sklearn.utils import murmurhash3_32
+
+    scored: dict[int, tuple[float, object]] = {}
+    for tok, feat in token_feats:
+        if tok.is_stop or feat.endswith(_PLACEHOLDER_FEATURES):
+            continue
+        w = row[abs(murmurhash3_32(feat, seed=0)) % n_features]
+        if w > 0 and (tok.i not in scored or scored[tok.i][0] < w):
+            scored[tok.i] = (w, tok)
+    best = sorted(scored.values(), key=lambda x: -x[0])[:top]
+    return sorted((t.idx, t.idx + len(t.text), t.text) for _, t in best)
+
+
+def build_theme_estimator(cfg: ModelConfig):
+    from sklearn.feature_extraction.text import HashingVectorizer, TfidfTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import Pipeline
+
+    t = cfg.themes
+    return Pipeline([
+        ("hash", HashingVectorizer(token_pattern=r"\S+", lowercase=False, ngram_range=tuple(t.ngram_range),
+                                   n_features=2 ** t.hash_bits, alternate_sign=False, norm=None,
+                                   dtype=np.float64)),
+        ("tfidf", TfidfTransformer(sublinear_tf=True)),
+        ("classifier", OneVsRestClassifier(LogisticRegression(C=t.C, class_weight="balanced",
+                                                              max_iter=cfg.classifier.max_iter))),
+    ])
+
+
+def fit_themes(features: list[str], themes: list[list[str]], config: ResolvedConfig):
+    """Fit the multi-label theme model on theme feature strings and per-note theme lists."""
+    y = np.array([[t in row for t in THEME_IDS] for row in themes], dtype=int)
+    missing = [t for j, t in enumerate(THEME_IDS) if not y[:, j].any() or y[:, j].all()]
+    if missing:
+        raise ModelError(f"training data never (or always) shows themes {missing}; the theme model "
+                         f"needs examples with and without each theme (or set themes.enabled: false)")
+    return build_theme_estimator(config.model).fit(features, y)
 
 
 def _word_weights(estimator) -> tuple[np.ndarray, int]:
@@ -272,20 +335,14 @@ def _drop_stop_words(estimator) -> None:
 
 
 def save_model(model_dir: str | Path, estimator, config: ResolvedConfig, *, data_files: list[Path],
-               n_notes: int, label_counts: dict[str, int], metrics: dict | None) -> dict:
-    """Write ``model.skops`` and the model card; refuse types outside ``TRUSTED_TYPES``."""
-    import skops.io as sio
+               n_notes: int, label_counts: dict[str, int], metrics: dict | None,
+               theme_estimator=None) -> dict:
+    """Write ``model.skops`` (and ``themes.skops``) and the model card; only trusted types."""
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
-    blob = sio.dumps(estimator, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-    untrusted = sorted(set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
-    if untrusted or not _only_trusted(blob):
-        raise ModelError(f"the estimator holds types outside the trusted list: {untrusted}")
-    model_path = model_dir / MODEL_FILE
-    tmp = model_path.with_suffix(".tmp")
-    tmp.write_bytes(blob)
-    tmp.replace(model_path)
+    model_path = _dump_trusted(estimator, model_dir / MODEL_FILE)
+    themes_path = _dump_trusted(theme_estimator, model_dir / THEMES_FILE) if theme_estimator else None
     card = {
         "name": config.model.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -300,10 +357,29 @@ def save_model(model_dir: str | Path, estimator, config: ResolvedConfig, *, data
         },
         "model_file": MODEL_FILE,
         "model_sha256": sha256_file(model_path),
+        "themes_file": THEMES_FILE if themes_path else None,
+        "themes_sha256": sha256_file(themes_path) if themes_path else None,
+        "theme_labels": list(THEME_IDS) if themes_path else None,
         "metrics": metrics or {},
     }
+    if not themes_path and (model_dir / THEMES_FILE).exists():
+        (model_dir / THEMES_FILE).unlink()
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return card
+
+
+def _dump_trusted(obj, path: Path) -> Path:
+    """Save with skops, refusing any type outside ``TRUSTED_TYPES``; written via a temp file."""
+    import skops.io as sio
+
+    blob = sio.dumps(obj, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+    untrusted = sorted(set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
+    if untrusted or not _only_trusted(blob):
+        raise ModelError(f"the estimator holds types outside the trusted list: {untrusted}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(blob)
+    tmp.replace(path)
+    return path
 
 
 def _only_trusted(blob: bytes) -> bool:
@@ -335,13 +411,16 @@ def read_card(model_dir: str | Path) -> dict:
 def verify(model_dir: str | Path, card: dict) -> Path:
     """Check the model file's hash and the library versions against the card."""
     model_path = Path(model_dir) / card.get("model_file", MODEL_FILE)
-    if not model_path.is_file():
-        raise ModelError(f"{model_path} is missing; rebuild the model with `make train`")
-    actual = sha256_file(model_path)
-    if actual != card.get("model_sha256"):
-        raise ModelError(f"{model_path} does not match the SHA-256 in its model card (the file changed "
-                         f"after training or was corrupted); refusing to load it. Restore the file or "
-                         f"rebuild the model with `make train`")
+    files = [(model_path, card.get("model_sha256"))]
+    if card.get("themes_file"):
+        files.append((Path(model_dir) / card["themes_file"], card.get("themes_sha256")))
+    for path, expected in files:
+        if not path.is_file():
+            raise ModelError(f"{path} is missing; rebuild the model with `make train`")
+        if sha256_file(path) != expected:
+            raise ModelError(f"{path} does not match the SHA-256 in its model card (the file changed "
+                             f"after training or was corrupted); refusing to load it. Restore the file or "
+                             f"rebuild the model with `make train`")
     installed = library_versions()
     wrong = [f"{lib} {card['versions'].get(lib)} (installed: {installed[lib]})"
              for lib in PINNED_LIBRARIES if card.get("versions", {}).get(lib) != installed[lib]]
@@ -374,28 +453,32 @@ def types_in_file(model_path: str | Path) -> set[str]:
 
 def load_model(model_dir: str | Path | None = None) -> AreaModel:
     """Load and verify a model folder (default: the shipped ``models/ipt-area``)."""
-    import skops.io as sio
-    from skops.io.exceptions import UntrustedTypesFoundException
-
     model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
     card = read_card(model_dir)
     model_path = verify(model_dir, card)
-    # skops trusts every scikit-learn type by default; we hold the file to our own, shorter list.
-    untrusted = sorted(types_in_file(model_path) - set(TRUSTED_TYPES))
+    estimator = _load_trusted(model_path)
+    themes = _load_trusted(Path(model_dir) / card["themes_file"]) if card.get("themes_file") else None
+    return AreaModel(estimator, ResolvedConfig.from_card(card["config"]), card, model_dir, themes)
+
+
+def _load_trusted(path: Path):
+    """Load a skops file whose every type is on ``TRUSTED_TYPES`` (skops alone trusts all of sklearn)."""
+    import skops.io as sio
+    from sklearn.pipeline import Pipeline
+    from skops.io.exceptions import UntrustedTypesFoundException
+
+    untrusted = sorted(types_in_file(path) - set(TRUSTED_TYPES))
     if untrusted:
-        raise ModelError(f"{model_path} contains types outside the trusted list ({', '.join(untrusted)}); "
+        raise ModelError(f"{path} contains types outside the trusted list ({', '.join(untrusted)}); "
                          f"refusing to load it. Rebuild the model with `make train`")
     try:
-        estimator = sio.load(model_path, trusted=TRUSTED_TYPES)
+        estimator = sio.load(path, trusted=TRUSTED_TYPES)
     except UntrustedTypesFoundException as exc:
-        raise ModelError(f"{model_path} contains types outside the trusted list ({exc}); refusing to "
+        raise ModelError(f"{path} contains types outside the trusted list ({exc}); refusing to "
                          f"load it. Rebuild the model with `make train`") from None
     except Exception as exc:  # a corrupt archive surfaces as zip/key errors
-        raise ModelError(f"{model_path} cannot be read ({exc.__class__.__name__}); "
+        raise ModelError(f"{path} cannot be read ({exc.__class__.__name__}); "
                          f"rebuild the model with `make train`") from None
-    from sklearn.pipeline import Pipeline
-
     if not isinstance(estimator, Pipeline):
-        raise ModelError(f"{model_path} does not hold an area classifier pipeline; rebuild the model "
-                         f"with `make train`")
-    return AreaModel(estimator, ResolvedConfig.from_card(card["config"]), card, model_dir)
+        raise ModelError(f"{path} does not hold a classifier pipeline; rebuild the model with `make train`")
+    return estimator

@@ -22,7 +22,7 @@ from iptnlp.io import (
     read_chunks,
 )
 from iptnlp.model import AreaModel
-from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, phase_of
+from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, THEME_IDS, phase_of
 from iptnlp.themes import off_phase, themes_of
 
 
@@ -37,6 +37,7 @@ class Tagger:
         self.threshold = threshold
         self.course_length = course_length
         self.themes = ThemeFinder(model.preprocessor.nlp, load_theme_rules(theme_rules))
+        self.rules_join = set(model.config.model.themes.rules_join)
 
     def phase(self, row: dict) -> str:
         stated = row.get("phase")
@@ -64,6 +65,9 @@ class Tagger:
         evidence: list = [None] * n
         rows = out.to_dict(orient="records")
         decided = self.model.decide(proba, self.threshold) if len(docs) else []
+        learned = self.model.theme_estimator is not None
+        theme_proba = self.model.predict_themes(docs) if learned else None
+        theme_threshold = self.model.config.model.themes.threshold
         for k, i in enumerate(np.flatnonzero(ok)):
             doc = docs[k]
             area[i] = decided[k]
@@ -71,11 +75,21 @@ class Tagger:
             probs[i] = proba[k]
             hits = self.themes.hits(doc)
             phase[i] = self.phase(rows[i])
-            themes[i] = themes_of(hits)
+            # the learned theme model decides where the model has one; the rules point at the words
+            if learned:
+                ruled = {h.label for h in hits if h.label in self.rules_join}
+                themes[i] = [t for j, t in enumerate(THEME_IDS)
+                             if theme_proba[k, j] >= theme_threshold or t in ruled]
+            else:
+                themes[i] = themes_of(hits)
             off[i] = off_phase(themes[i], phase[i])
             top = AREAS[int(proba[k].argmax())]
+            theme_evidence = {}
+            for t in themes[i]:
+                spans = [h.as_list() for h in hits if h.label == t]
+                theme_evidence[t] = spans or [list(e) for e in self.model.theme_evidence(doc, t)]
             evidence[i] = {"area": [list(e) for e in self.model.area_evidence(doc, top)],
-                           "themes": {t: [h.as_list() for h in hits if h.label == t] for t in themes[i]}}
+                           "themes": theme_evidence}
         out["area"] = area
         out["confidence"] = confidence
         for j, col in enumerate(PROBA_COLUMNS):

@@ -28,6 +28,8 @@ def read_labelled(paths: list[str], spec: InputSpec, label_col: str) -> pd.DataF
         chunk_frames = list(read_chunks(path, spec))
         frame = pd.concat(chunk_frames, ignore_index=True) if chunk_frames else pd.DataFrame()
         frame["label"] = raw_labels
+        if "themes" in columns:
+            frame["themes"] = [_theme_list(v) for v in _column(path, spec, "themes")]
         bad = frame[frame["error"].notna()]
         if len(bad):
             raise InputError(f"{path}: {bad['error'].iloc[0]} ({len(bad)} unreadable rows); training "
@@ -63,6 +65,37 @@ def _column(path: str, spec: InputSpec, col: str) -> list:
                 except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
                     values.append(None)
     return values
+
+
+def _theme_list(value) -> list[str] | None:
+    """A themes cell as a list: JSON lists as they are, CSV cells `;`-joined; empty -> []."""
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    if value is None or (isinstance(value, float) and value != value):
+        return []
+    return [t.strip() for t in str(value).split(";") if t.strip()]
+
+
+def theme_metrics(y_true, proba, threshold: float) -> dict:
+    """Micro and per-theme precision/recall/F1 of thresholded theme probabilities."""
+    import numpy as np
+
+    from iptnlp.taxonomy import THEME_IDS
+
+    y = np.array([[t in row for t in THEME_IDS] for row in y_true])
+    pred = proba >= threshold
+
+    def prf(tp, fp, fn):
+        p = tp / (tp + fp) if tp + fp else 0.0
+        r = tp / (tp + fn) if tp + fn else 0.0
+        return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}
+
+    def counts(a, b):
+        return int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum())
+
+    return {"threshold": threshold, "micro": prf(*counts(pred, y)),
+            "per_theme": {t: {**prf(*counts(pred[:, j], y[:, j])), "support": int(y[:, j].sum())}
+                          for j, t in enumerate(THEME_IDS)}}
 
 
 def cached_features(config: ResolvedConfig, texts: list[str]) -> list[str]:
@@ -102,8 +135,46 @@ def train_model(data_paths: list[str], out_dir: str | Path, *, config_path: str 
         metrics["grouped_cv"] = classification_metrics(labels, proba)
     say("fitting the final model on all notes")
     estimator = fit(feats, labels, config, groups)
+    theme_estimator = None
+    if config.model.themes.enabled and "themes" in data:
+        from dataclasses import replace
+
+        from iptnlp.model import fit_themes
+
+        theme_cfg = replace(config, model=replace(config.model, features=config.theme_features()))
+        theme_feats = cached_features(theme_cfg, data["text"].tolist())
+        themes = data["themes"].tolist()
+        if cv_folds > 1:
+            say("theme model: grouped cross-validation")
+            proba = _grouped_theme_proba(theme_feats, themes, groups, config, cv_folds)
+            metrics["themes_grouped_cv"] = theme_metrics(themes, proba, config.model.themes.threshold)
+        say("fitting the theme model on all notes")
+        theme_estimator = fit_themes(theme_feats, themes, config)
     return save_model(out_dir, estimator, config, data_files=[Path(p) for p in data_paths],
-                      n_notes=len(data), label_counts=dict(Counter(labels)), metrics=metrics)
+                      n_notes=len(data), label_counts=dict(Counter(labels)), metrics=metrics,
+                      theme_estimator=theme_estimator)
+
+
+def _grouped_theme_proba(feats, themes, groups, config, n_splits):
+    import numpy as np
+    from joblib import Parallel, delayed
+    from sklearn.model_selection import GroupKFold
+
+    from iptnlp.model import fit_themes
+    from iptnlp.taxonomy import THEME_IDS
+
+    X = np.array(feats, dtype=object)
+    T = np.array(themes, dtype=object)
+
+    def one(train_idx, test_idx):
+        est = fit_themes(X[train_idx].tolist(), T[train_idx].tolist(), config)
+        return test_idx, est.predict_proba(X[test_idx].tolist())
+
+    proba = np.zeros((len(feats), len(THEME_IDS)))
+    folds = GroupKFold(n_splits=n_splits).split(X, groups=groups)
+    for test_idx, p in Parallel(n_jobs=2)(delayed(one)(tr, te) for tr, te in folds):
+        proba[test_idx] = p
+    return proba
 
 
 def evaluate_model(model: AreaModel, data_path: str, *, label_col: str = "area",

@@ -52,7 +52,7 @@ def test_empty_and_whitespace_text_marked_not_dropped(tmp_path):
     assert df["error"].tolist() == [None, "row 2: text is missing or not a string", "row 3: text is empty"]
 
 
-@pytest.mark.parametrize("value,ok", [("3", True), ("4.0", True), ("3a", False), ("2.5", False), ("-1", False), ("0", False), ("", True), ("nan", False)])
+@pytest.mark.parametrize("value,ok", [("3", True), ("4.0", True), ("3a", False), ("2.5", False), ("-1", False), ("0", False), ("", True), ("nan", False), ("²", False), ("inf", False)])
 def test_session_values(tmp_path, value, ok):
     p = tmp_path / "n.csv"
     p.write_text(f"text,session\nsome note,{value}\n")

@@ -53,7 +53,29 @@ def test_rules_file_problems_listed(tmp_path):
     assert "role_play: unknown key 'phrase'" in str(err.value)
 
 
-def test_tag_output_has_phase_themes_and_evidence_inside_the_note(small_model):
+@pytest.fixture(scope="module")
+def shipped():
+    from iptnlp.config import REPO_ROOT
+    from iptnlp.model import load_model
+
+    return load_model(REPO_ROOT / "models" / "ipt-area")
+
+
+@pytest.mark.parametrize("text,theme,present", [
+    ("Role-played asking her boss for a later shift; I took the boss's part.", "role_play", True),
+    ("Will try a role play next week.", "role_play", False),
+    ("We did not role-play today.", "role_play", False),
+    ("Talked about ending therapy in two weeks and how she feels about finishing.", "termination_discussion", True),
+])
+def test_shipped_theme_model_reads_done_work_only(shipped, text, theme, present):
+    import pandas as pd
+
+    from iptnlp.tagger import tag
+
+    assert (theme in tag(pd.DataFrame({"text": [text]}), shipped).loc[0, "themes"]) is present
+
+
+def test_tag_output_has_phase_themes_and_evidence_inside_the_note(shipped):
     import pandas as pd
 
     from iptnlp.tagger import tag
@@ -63,7 +85,7 @@ def test_tag_output_has_phase_themes_and_evidence_inside_the_note(small_model):
              "Said goodbye early; talked about ending therapy."]
     df = pd.DataFrame({"text": texts, "session": [2, 9, 2], "total_sessions": [16, 16, 16],
                        "phase": [None, None, "termination"]})
-    out = tag(df, small_model)
+    out = tag(df, shipped)
     assert out["phase"].tolist() == ["initial", "middle", "termination"]
     assert "interpersonal_inventory" in out.loc[0, "themes"] and out.loc[0, "off_phase_themes"] == []
     assert out.loc[1, "off_phase_themes"] == ["interpersonal_inventory"]
