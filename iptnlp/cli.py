@@ -92,10 +92,17 @@ def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding,
       iptnlp tag notes.jsonl more.parquet -o tagged.parquet --force
       cat notes.jsonl | iptnlp tag - > tagged.jsonl
     """
+    import codecs
+
     from iptnlp.io import InputSpec
     from iptnlp.model import load_model
     from iptnlp.tagger import tag_files
 
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise click.BadParameter(f"unknown encoding {encoding!r}; try utf-8, latin-1 or cp1252",
+                                 param_hint="--encoding") from None
     model = load_model(model_dir)
     spec = InputSpec(text_col=text_col, id_col=id_col, encoding=encoding, on_error=on_error,
                      chunk_size=batch_size)

@@ -29,6 +29,8 @@ RESULT_COLUMNS = ("note_id", "status", "error", "area", "confidence") + PROBA_CO
     "phase", "themes", "off_phase_themes", "evidence")
 TRAILING_COLUMNS = ("source", "row")
 STDIO = "-"
+MAX_NOTE_CHARS = 2_000_000      # the spaCy stage's max_length is set to match
+MAX_SESSION = 10_000
 
 
 @dataclass(frozen=True)
@@ -66,10 +68,12 @@ def _encoding(spec: InputSpec) -> str:
 def probe(path: str, spec: InputSpec) -> list[str]:
     """Check a file can be read as notes before any output is written; return its column names."""
     kind = input_kind(path)
-    if kind in ("stdin", "folder"):
-        if kind == "folder" and not any(Path(path).glob("*.txt")):
+    if kind == "folder":
+        if not _txt_files(Path(path)):
             raise InputError(f"{path}: folder has no .txt files; put one note per .txt file in it")
         return [spec.id_col, spec.text_col]
+    if kind == "stdin":   # records may carry any of the optional columns; offer them all
+        return [spec.id_col, spec.text_col, *CARRIED]
     p = Path(path)
     if p.stat().st_size == 0:
         raise InputError(f"{path}: file is empty; it needs notes with a {spec.text_col!r} column")
@@ -92,7 +96,7 @@ def probe(path: str, spec: InputSpec) -> list[str]:
     if kind == "jsonl":
         columns = _first_jsonl_keys(p, spec)
         _require_text(path, columns, spec)
-        return columns
+        return [*columns, *(c for c in CARRIED if c not in columns)]
     sep = "," if kind == "csv" else "\t"
     try:
         header = pd.read_csv(p, sep=sep, nrows=0, encoding=_encoding(spec))
@@ -101,32 +105,52 @@ def probe(path: str, spec: InputSpec) -> list[str]:
     except pd.errors.EmptyDataError:
         raise InputError(f"{path}: file has no header row; the first line must name the columns, "
                          f"including {spec.text_col!r}") from None
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{path}: {_line_from_parser_error(str(exc))}cannot be parsed as "
+                         f"{kind.upper()} (an unclosed quote?); check quoting of the notes") from None
     columns = [str(c) for c in header.columns]
     _require_text(path, columns, spec)
     return columns
 
 
+def describe_columns(columns: list[str]) -> str:
+    """Column names for a message; a 'name' that looks like note text is not quoted."""
+    shown = [repr(c) if len(c) <= 40 and "\n" not in c else f"<{len(c)}-character name>"
+             for c in (str(c) for c in columns[:20])]
+    found = ", ".join(shown) or "none"
+    if any(s.startswith("<") for s in shown):
+        found += "; the first line may be a note rather than a header"
+    return found
+
+
 def _require_text(path: str, columns: list[str], spec: InputSpec) -> None:
     if spec.text_col not in columns:
-        found = ", ".join(repr(c) for c in columns[:20]) or "none"
-        raise InputError(f"{path}: no {spec.text_col!r} column (columns found: {found}); "
-                         f"name the text column with --text-col")
+        raise InputError(f"{path}: no {spec.text_col!r} column (columns found: "
+                         f"{describe_columns(columns)}); name the text column with --text-col")
 
 
-def _first_jsonl_keys(p: Path, spec: InputSpec) -> list[str]:
+def _first_jsonl_keys(p: Path, spec: InputSpec, scan: int = 1000) -> list[str]:
+    """Keys of the first JSON object with the text field (bad lines become error rows later)."""
+    first_keys: list[str] | None = None
+    seen = 0
     with open(p, "rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        for raw in fh:
             if not raw.strip():
                 continue
+            seen += 1
             try:
                 record = json.loads(raw.decode(_encoding(spec)))
             except (UnicodeDecodeError, json.JSONDecodeError):
-                return [spec.text_col]  # the line itself becomes an error row (or fails) when read
-            if not isinstance(record, dict):
-                raise InputError(f"{p}: line {lineno} is not a JSON object; each line must be one "
-                                 f"note as {{\"{spec.id_col}\": ..., \"{spec.text_col}\": ...}}")
-            return list(record)
-    raise InputError(f"{p}: file has no notes (only blank lines); add one JSON object per line")
+                record = None
+            if isinstance(record, dict):
+                if spec.text_col in record:
+                    return list(record)
+                first_keys = first_keys or list(record)
+            if seen >= scan:
+                break
+    if seen == 0:
+        raise InputError(f"{p}: file has no notes (only blank lines); add one JSON object per line")
+    return first_keys or [spec.text_col]   # nothing readable: every line becomes an error row
 
 
 def read_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
@@ -190,22 +214,26 @@ def _parquet_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
 
     pf = pq.ParquetFile(path)
     for batch in pf.iter_batches(batch_size=spec.chunk_size):
-        yield batch.to_pandas()
+        yield batch.to_pandas(integer_object_nulls=True)
 
 
 def _folder_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
-    files = sorted(Path(path).glob("*.txt"))
+    files = _txt_files(Path(path))
     for start in range(0, len(files), spec.chunk_size):
         rows = []
         for f in files[start:start + spec.chunk_size]:
-            row = {spec.id_col: f.stem, spec.text_col: None, "error": None}
+            row = {spec.id_col: f.stem, spec.text_col: None, "_error": None}
             try:
                 row[spec.text_col] = f.read_bytes().decode(_encoding(spec))
             except UnicodeDecodeError as exc:
-                row["error"] = (f"{f.name}: not valid {spec.encoding} at byte {exc.start}; re-save it "
+                row["_error"] = (f"{f.name}: not valid {spec.encoding} at byte {exc.start}; re-save it "
                                 f"as UTF-8 or pass --encoding")
             rows.append(row)
         yield pd.DataFrame(rows)
+
+
+def _txt_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".txt")
 
 
 def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator[pd.DataFrame]:
@@ -226,9 +254,9 @@ def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator
             if problem:
                 if spec.on_error == "fail":
                     raise InputError(f"{source}: {problem}; fix the line or run with --on-error mark")
-                record = {"error": f"{problem}; the note could not be read"}
+                record = {"_error": f"{problem}; the note could not be read"}
             elif spec.text_col not in record:
-                record["error"] = f"line {lineno} has no {spec.text_col!r} field"
+                record["_error"] = f"line {lineno} has no {spec.text_col!r} field"
             record["_line"] = lineno
             rows.append(record)
             if len(rows) >= spec.chunk_size:
@@ -278,7 +306,7 @@ def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec
     out["note_id"] = [str(v) if not _is_blank(v) else f"{stem}:{r}"
                       for v, r in zip(ids.tolist(), out["row"])]
     texts = frame[spec.text_col].tolist() if spec.text_col in frame else [None] * n
-    errors = frame["error"].tolist() if "error" in frame else [None] * n
+    errors = frame["_error"].tolist() if "_error" in frame else [None] * n
     for col in CARRIED:
         if col in frame:
             out[col] = frame[col].tolist()
@@ -290,6 +318,9 @@ def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec
             err = f"row {first_row + i}: text is missing or not a string"
         elif err is None and not text.strip():
             err = f"row {first_row + i}: text is empty"
+        elif err is None and len(text) > MAX_NOTE_CHARS:
+            err = (f"row {first_row + i}: text is {len(text):,} characters, over the {MAX_NOTE_CHARS:,} "
+                   f"a note may have; split it")
         clean_texts.append(text if err is None else None)
         errors[i] = err
     for col in INT_COLUMNS:
@@ -298,7 +329,7 @@ def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec
         numbers = []
         for i, value in enumerate(out[col].tolist()):
             number, ok = _whole_number(value)
-            if ok and number is not None and number < 1:
+            if ok and number is not None and not 1 <= number <= MAX_SESSION:
                 ok, number = False, None
             if not ok and errors[i] is None:
                 errors[i] = (f"row {first_row + i}: {col} must be a whole number from 1 up "
@@ -342,6 +373,9 @@ class ResultWriter:
         self.rows = 0
         self._parquet = None
         if self.path is not None:
+            if self.path.is_dir():
+                raise OutputError(f"{self.path} is a folder; give a file name with a .csv, .tsv, .jsonl "
+                                  f"or .parquet suffix")
             if self.path.exists() and not force:
                 raise OutputError(f"{self.path} already exists; pass --force to overwrite it or choose "
                                   f"another -o path")
@@ -358,6 +392,8 @@ class ResultWriter:
             self._fh = sys.stdout
 
     def write(self, frame: pd.DataFrame) -> None:
+        if frame.empty:   # a header-only input: nothing to write (close() writes an empty file)
+            return
         frame = frame.reindex(columns=self.columns)
         if self.format == "jsonl":
             for record in frame.to_dict(orient="records"):
@@ -389,8 +425,13 @@ class ResultWriter:
             self._fh.flush()
             return
         if self.format == "parquet":
-            if self._parquet is None:
-                self._write_parquet(pd.DataFrame(columns=self.columns))
+            if self._parquet is None:   # no rows at all: an empty file with the full schema
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.Table.from_pylist([], schema=_arrow_schema(self.columns)), self._tmp)
+                os.replace(self._tmp, self.path)
+                return
             self._parquet.close()
         else:
             if self.rows == 0 and self.format in ("csv", "tsv"):

@@ -360,8 +360,11 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
     from iptnlp.config import to_dict
 
     _make_factories()
+    from iptnlp.io import MAX_NOTE_CHARS
+
     rules = to_dict(cfg)
     nlp = spacy.blank("en")
+    nlp.max_length = MAX_NOTE_CHARS + 1   # longer notes are error rows before they get here
     nlp.add_pipe("iptnlp_placeholders", config={"rules": rules})
     nlp.add_pipe("iptnlp_lemmas", config={"rules": rules})
     nlp.add_pipe("sentencizer")

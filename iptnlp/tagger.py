@@ -102,11 +102,6 @@ class Tagger:
         return out
 
 
-def tag_frame(frame: pd.DataFrame, model: AreaModel, threshold: float | None = None) -> pd.DataFrame:
-    """Results for one normalised chunk with a default :class:`Tagger`."""
-    return Tagger(model, threshold=threshold).tag_frame(frame)
-
-
 def result_columns(input_columns: Iterable[str]) -> list[str]:
     present = set(input_columns)
     # a stated `phase` is not carried separately: the output `phase` is it when valid
@@ -129,13 +124,16 @@ def tag(df: pd.DataFrame, model: AreaModel | str | None = None, *, text_col: str
         model = load_model(model)
     if text_col not in df.columns:
         from iptnlp.errors import InputError
+        from iptnlp.io import describe_columns
 
-        found = ", ".join(repr(c) for c in df.columns[:20])
-        raise InputError(f"DataFrame has no {text_col!r} column (columns found: {found})")
+        raise InputError(f"DataFrame has no {text_col!r} column (columns found: "
+                         f"{describe_columns([str(c) for c in df.columns])})")
     spec = InputSpec(text_col=text_col, id_col=id_col)
     frame = _normalise(df.reset_index(drop=True), "<dataframe>", 1, spec)
     result = Tagger(model, threshold=threshold, course_length=course_length).tag_frame(frame)
-    return result[result_columns(df.columns)].drop(columns=["source"])
+    result = result[result_columns(df.columns)].drop(columns=["source"])
+    result.index = df.index   # rows line up with the caller's DataFrame
+    return result
 
 
 @dataclass

@@ -21,9 +21,10 @@ def read_labelled(paths: list[str], spec: InputSpec, label_col: str) -> pd.DataF
     for path in paths:
         columns = probe(path, spec)
         if label_col not in columns:
-            found = ", ".join(repr(c) for c in columns[:20])
-            raise InputError(f"{path}: no {label_col!r} label column (columns found: {found}); "
-                             f"name it with --label-col")
+            from iptnlp.io import describe_columns
+
+            raise InputError(f"{path}: no {label_col!r} label column (columns found: "
+                             f"{describe_columns(columns)}); name it with --label-col")
         raw_labels = _column(path, spec, label_col)
         chunk_frames = list(read_chunks(path, spec))
         frame = pd.concat(chunk_frames, ignore_index=True) if chunk_frames else pd.DataFrame()

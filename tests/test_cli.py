@@ -172,3 +172,54 @@ def test_every_input_row_yields_exactly_one_output_row(tmp_path_factory, small_m
             assert abs(sum(r[p] for p in PROBA) - 1) < 1e-9
         else:
             assert r["error"] and r["area"] is None
+
+
+def test_headerless_file_does_not_leak_its_first_note(runner, tmp_path, small_model_dir):
+    src = tmp_path / "n.csv"
+    src.write_text("n1,She argued with her mother ZZCANARY about the wedding plans again\n")
+    result = run(runner, "tag", src, "--model", small_model_dir)
+    assert result.exit_code == 1
+    assert "ZZCANARY" not in result.stderr
+    assert result.stderr == (f"Error: {src}: no 'text' column (columns found: 'n1', <65-character name>; "
+                             f"the first line may be a note rather than a header); name the text column "
+                             f"with --text-col\n")
+
+
+def test_an_input_error_column_is_not_taken_for_ours(runner, tmp_path, small_model_dir):
+    src = tmp_path / "n.csv"
+    src.write_text("note_id,text,error\nr1,Argued with her sister,ZZCANARY old text\n")
+    result = run(runner, "tag", src, "-o", tmp_path / "o.jsonl", "--model", small_model_dir)
+    assert result.exit_code == 0
+    row = json.loads((tmp_path / "o.jsonl").read_text())
+    assert row["status"] == "ok" and row["error"] is None
+    assert "ZZCANARY" not in json.dumps(row)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet", "jsonl"])
+def test_header_only_input_gives_a_header_only_output(runner, tmp_path, small_model_dir, suffix):
+    (tmp_path / "h.csv").write_text("note_id,text\n")
+    (tmp_path / "n.csv").write_text("note_id,text\na,Argued with her sister\n")
+    out = tmp_path / f"o.{suffix}"
+    result = run(runner, "tag", tmp_path / "h.csv", tmp_path / "n.csv", "-o", out, "--model", small_model_dir)
+    assert result.exit_code == 0, result.output
+    df = pd.read_json(out, lines=True) if suffix == "jsonl" else getattr(pd, f"read_{suffix}")(out)
+    assert df["note_id"].tolist() == ["a"]
+
+
+def test_output_that_is_a_folder_and_unknown_encoding(runner, tmp_path, small_model_dir):
+    src = tmp_path / "n.csv"
+    src.write_text("text\nhello\n")
+    (tmp_path / "d.csv").mkdir()
+    result = run(runner, "tag", src, "-o", tmp_path / "d.csv", "--force", "--model", small_model_dir)
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {tmp_path / 'd.csv'} is a folder; give a file name with a .csv, .tsv, .jsonl or .parquet suffix\n"
+    result = run(runner, "tag", src, "--encoding", "bogus", "--model", small_model_dir)
+    assert result.exit_code == 2
+    assert "unknown encoding 'bogus'" in result.stderr
+
+
+def test_stdin_keeps_carried_columns(runner, small_model_dir):
+    lines = json.dumps({"text": "argued", "case_id": "k1", "session": 5}) + "\n"
+    result = run(runner, "tag", "-", "--model", small_model_dir, "-q", input=lines)
+    row = json.loads(result.stdout)
+    assert (row["case_id"], row["session"], row["phase"]) == ("k1", 5, "middle")
