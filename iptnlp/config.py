@@ -8,6 +8,7 @@ wrong types are errors, all of them listed with their location (``file: key.subk
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ def _coerce(value: Any, hint: Any, where: str, problems: list[str]) -> Any:
             problems.append(f"{where}: expected a mapping, got {type(value).__name__}")
             return hint()
         return _build(hint, value, where, problems)
-    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>" or origin is type(int | None):
+    if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)][0]

@@ -262,10 +262,9 @@ def run_evaluation(corpus: Path, external: Path | None, out_dir: Path, *, config
     if any(augmented):
         written = [i for i, a in enumerate(augmented) if not a]
         report["augmentation"] = "see systems; augmented notes are excluded in 'written only'"
-        sub_cfg = base
-        feats = cached_features(sub_cfg, [texts[i] for i in written])
+        feats = cached_features(base, [texts[i] for i in written])
         cv = grouped_cv_proba(feats, [labels[i] for i in written], [groups[i] for i in written],
-                              lambda X, y, g: fit(X, y, sub_cfg, g), seed=base.model.seed, n_jobs=2)
+                              lambda X, y, g: fit(X, y, base, g), seed=base.model.seed, n_jobs=2)
         report["systems"]["shipped config, written notes only"] = {
             "grouped_cv": classification_metrics([labels[i] for i in written], cv)}
     else:

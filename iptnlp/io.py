@@ -42,6 +42,7 @@ class InputSpec:
     encoding: str = "utf-8"
     on_error: str = "mark"      # mark: a malformed line becomes an error row; fail: stop
     chunk_size: int = 1000
+    keep: tuple[str, ...] = ()  # input columns copied as they are, as _keep_<name> (training labels)
 
 
 def input_kind(path: str) -> str:
@@ -310,6 +311,8 @@ def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec
     for col in CARRIED:
         if col in frame:
             out[col] = frame[col].tolist()
+    for col in spec.keep:
+        out[f"_keep_{col}"] = frame[col].tolist() if col in frame else [None] * n
     clean_texts: list[str | None] = []
     for i in range(n):
         err = errors[i] if isinstance(errors[i], str) else None

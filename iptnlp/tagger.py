@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from iptnlp.model import AreaModel
 from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, THEME_IDS, phase_of
 from iptnlp.themes import off_phase, themes_of
 
+_DEFAULT_FINDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
 
 class Tagger:
     """Everything one tagging run applies to each chunk: the area model, the theme rules, phases."""
@@ -36,7 +39,12 @@ class Tagger:
         self.model = model
         self.threshold = threshold
         self.course_length = course_length
-        self.themes = ThemeFinder(model.preprocessor.nlp, load_theme_rules(theme_rules))
+        finder = _DEFAULT_FINDERS.get(model) if theme_rules is None else None
+        if finder is None:
+            finder = ThemeFinder(model.preprocessor.nlp, load_theme_rules(theme_rules))
+            if theme_rules is None:   # built once per model: tag() may be called for every DataFrame
+                _DEFAULT_FINDERS[model] = finder
+        self.themes = finder
         self.rules_join = set(model.config.model.themes.rules_join)
 
     def phase(self, row: dict) -> str:

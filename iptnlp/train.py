@@ -17,6 +17,8 @@ from iptnlp.taxonomy import AREAS
 
 def read_labelled(paths: list[str], spec: InputSpec, label_col: str) -> pd.DataFrame:
     """All rows of labelled files, with ``label``; any unreadable row or bad label is an error."""
+    from dataclasses import replace
+
     frames = []
     for path in paths:
         columns = probe(path, spec)
@@ -25,12 +27,12 @@ def read_labelled(paths: list[str], spec: InputSpec, label_col: str) -> pd.DataF
 
             raise InputError(f"{path}: no {label_col!r} label column (columns found: "
                              f"{describe_columns(columns)}); name it with --label-col")
-        raw_labels = _column(path, spec, label_col)
-        chunk_frames = list(read_chunks(path, spec))
+        keep = (label_col, "themes") if "themes" in columns else (label_col,)
+        chunk_frames = list(read_chunks(path, replace(spec, keep=keep)))
         frame = pd.concat(chunk_frames, ignore_index=True) if chunk_frames else pd.DataFrame()
-        frame["label"] = raw_labels
+        frame["label"] = frame.pop(f"_keep_{label_col}")
         if "themes" in columns:
-            frame["themes"] = [_theme_list(v) for v in _column(path, spec, "themes")]
+            frame["themes"] = [_theme_list(v) for v in frame.pop("_keep_themes")]
         bad = frame[frame["error"].notna()]
         if len(bad):
             raise InputError(f"{path}: {bad['error'].iloc[0]} ({len(bad)} unreadable rows); training "
@@ -43,33 +45,10 @@ def read_labelled(paths: list[str], spec: InputSpec, label_col: str) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def _column(path: str, spec: InputSpec, col: str) -> list:
-    """One raw column of an input, in row order (labels are not part of the normalised chunks)."""
-    from iptnlp.io import input_kind
-
-    kind = input_kind(path)
-    if kind == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path, columns=[col]).column(col).to_pylist()
-    if kind in ("csv", "tsv"):
-        return pd.read_csv(path, sep="," if kind == "csv" else "\t", usecols=[col], dtype=str,
-                           encoding="utf-8-sig")[col].tolist()
-    import json
-
-    values = []
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                try:
-                    values.append(json.loads(raw).get(col))
-                except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-                    values.append(None)
-    return values
-
-
 def _theme_list(value) -> list[str] | None:
     """A themes cell as a list: JSON lists as they are, CSV cells `;`-joined; empty -> []."""
+    if hasattr(value, "tolist") and not isinstance(value, str):   # a Parquet list cell (ndarray)
+        value = value.tolist()
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     if value is None or (isinstance(value, float) and value != value):
