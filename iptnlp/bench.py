@@ -1,74 +1,188 @@
-"""``make bench``: tagging speed against a spaCy tokenizer-only pass over the same texts, one run.
+"""``make bench``: tagging speed and memory against a spaCy tokenizer-only pass, in one run.
 
-Notes are the corpus's, repeated to N. Prints notes/s and the ratio of the full tag path to the
-reference; writes ``reports/bench.json``. Figures are ratios within one run, never test assertions.
+For each size N (default 10,000 and 100,000 notes) the corpus's notes are repeated to N
+(deterministic) and written to a Parquet file. Then, in the same run:
+
+- reference: spaCy's tokenizer alone over the same texts, in this process;
+- the full ``iptnlp tag`` path (read Parquet, spaCy stage, area, themes, evidence, write Parquet)
+  in a fresh child process, with 1 worker and with all workers; each child reports its own
+  tagging time and peak RSS (the workers' peaks are sampled from /proc while it runs);
+- cold start: the wall time of ``iptnlp tag`` on a one-note file, and of ``iptnlp --help``.
+
+Prints notes/s and the ratio of each tag run to the reference; writes ``reports/bench.json``.
+Figures are ratios within one run on one machine, never test assertions.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 from iptnlp.config import REPO_ROOT
 
 
-def _texts(n: int) -> list[str]:
+def corpus_texts() -> list[str]:
     with open(REPO_ROOT / "data" / "corpus.jsonl", encoding="utf-8") as fh:
-        base = [json.loads(line)["text"] for line in fh]
+        return [json.loads(line)["text"] for line in fh]
+
+
+def repeated(base: list[str], n: int) -> list[str]:
     return [base[i % len(base)] for i in range(n)]
 
 
-def run(n: int) -> dict:
+def tokenizer_rate(texts: list[str]) -> float:
     import spacy
 
-    from iptnlp.model import load_model
-
-    texts = _texts(n)
     tokenizer = spacy.blank("en").tokenizer
     t0 = time.perf_counter()
     for _ in tokenizer.pipe(texts, batch_size=1000):
         pass
-    ref = time.perf_counter() - t0
+    return len(texts) / (time.perf_counter() - t0)
 
+
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, from /proc (0 where unreadable)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        stack.extend(children.get(p, []))
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
+def run_child(args: list[str]) -> dict:
+    """Run ``python -m iptnlp.bench --child ...``; its JSON line plus the sampled peak tree RSS."""
+    proc = subprocess.Popen([sys.executable, "-m", "iptnlp.bench", "--child", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    sampling = os.path.isdir("/proc")
+    while proc.poll() is None:
+        if sampling:
+            peak = max(peak, _tree_rss_mb(proc.pid))
+        time.sleep(0.05)
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench child failed (exit {proc.returncode}): {err.strip()[-2000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["peak_rss_all_processes_mb"] = round(peak, 1) if sampling else None
+    return result
+
+
+def child(input_path: str, output_path: str, workers: int) -> None:
+    """Tag one file with the shipped model; print tagging seconds and this process's peak RSS."""
+    import resource
+
+    from iptnlp.io import InputSpec
+    from iptnlp.model import load_model
+    from iptnlp.tagger import tag_files
+
+    model = load_model()
+    summary = tag_files([input_path], output_path, model, InputSpec(), force=True, workers=workers)
+    print(json.dumps({"notes": summary.notes, "ok": summary.status.get("ok", 0), "seconds": summary.seconds,
+                      "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def wall(cmd: list[str], repeats: int) -> float:
+    """Median wall time of a command, in seconds."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def run(sizes: list[int], workers: int) -> dict:
     import pandas as pd
 
-    from iptnlp.io import InputSpec, _normalise
-    from iptnlp.tagger import Tagger
+    from iptnlp.tagger import default_workers
 
-    tagger = Tagger(load_model())
-    spec = InputSpec()
-    chunks = [_normalise(pd.DataFrame({"text": texts[s:s + 1000]}), "bench", s + 1, spec)
-              for s in range(0, n, 1000)]
-    tagger.tag_frame(chunks[0].head(10))     # warm: the pipeline is built once per process
-    t0 = time.perf_counter()
-    for chunk in chunks:     # the full tag path: area, probabilities, phase, themes, evidence
-        tagger.tag_frame(chunk)
-    full = time.perf_counter() - t0
-    return {
-        "notes": n,
-        "tokenizer_notes_per_s": n / ref,
-        "tag_1_worker_notes_per_s": n / full,
-        "ratio_tag_to_tokenizer": ref / full,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    }
+    all_workers = workers or default_workers()
+    base = corpus_texts()
+    result: dict = {"sizes": {}}
+    with tempfile.TemporaryDirectory(prefix="iptnlp-bench-") as tmp:
+        for n in sizes:
+            texts = repeated(base, n)
+            src = Path(tmp) / f"notes-{n}.parquet"
+            pd.DataFrame({"note_id": [f"b{i}" for i in range(n)], "text": texts}).to_parquet(src)
+            ref = tokenizer_rate(texts)
+            del texts
+            entry = {"tokenizer_notes_per_s": round(ref, 1)}
+            for label, w in (("1_worker", 1), (f"{all_workers}_workers", all_workers)):
+                r = run_child([str(src), str(Path(tmp) / f"out-{n}-{w}.parquet"), str(w)])
+                rate = r["notes"] / r["seconds"]
+                entry[label] = {"workers": w, "notes_per_s": round(rate, 1),
+                                "ratio_to_tokenizer": round(rate / ref, 3),
+                                "peak_rss_main_mb": round(r["peak_rss_main_mb"], 1),
+                                "peak_rss_all_processes_mb": r["peak_rss_all_processes_mb"],
+                                "ok": r["ok"]}
+                print(f"{n:>7,} notes, {label:<10} {rate:8,.0f} notes/s  ratio {rate / ref:.3f} "
+                      f"(tokenizer {ref:,.0f}/s)  peak RSS {r['peak_rss_main_mb']:.0f} MB main, "
+                      f"{r['peak_rss_all_processes_mb'] or 0:.0f} MB all processes", flush=True)
+            result["sizes"][str(n)] = entry
+        one = Path(tmp) / "one.csv"
+        one.write_text("note_id,text\nn1,Argued with her sister again about money; felt unheard.\n",
+                       encoding="utf-8")
+        exe = str(Path(sys.executable).with_name("iptnlp"))
+        cmd = [exe] if Path(exe).exists() else [sys.executable, "-m", "iptnlp.cli"]
+        result["cold_start_tag_one_note_s"] = round(
+            wall([*cmd, "tag", str(one), "-o", str(Path(tmp) / "one-out.csv"), "--force", "-q"], 3), 3)
+        result["cold_start_help_s"] = round(wall([*cmd, "--help"], 5), 3)
+    print(f"cold start: iptnlp tag on one note {result['cold_start_tag_one_note_s']:.2f} s; "
+          f"iptnlp --help {result['cold_start_help_s']:.2f} s")
+    sizes_k = [str(n) for n in sizes]
+    if len(sizes_k) >= 2:
+        small, large = result["sizes"][sizes_k[0]], result["sizes"][sizes_k[-1]]
+        growth = large["1_worker"]["peak_rss_main_mb"] / small["1_worker"]["peak_rss_main_mb"] - 1
+        result["rss_growth_1_worker"] = round(growth, 3)
+        print(f"peak RSS growth from {sizes_k[0]} to {sizes_k[-1]} notes (1 worker): {growth:+.1%}")
+    return result
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("-n", type=int, default=10000, help="notes to tag (default 10000)")
-    args = parser.parse_args()
-    result = {"machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores, "
-                         f"Python {platform.python_version()}", **run(args.n)}
-    print(f"{result['notes']} notes: tokenizer only {result['tokenizer_notes_per_s']:,.0f} notes/s; "
-          f"full tag (1 worker) {result['tag_1_worker_notes_per_s']:,.0f} notes/s; "
-          f"ratio {result['ratio_tag_to_tokenizer']:.3f}; peak RSS {result['peak_rss_mb']:.0f} MB")
-    out = REPO_ROOT / "reports" / "bench.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iptnlp.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="10000,100000", help="comma-separated note counts")
+    parser.add_argument("--workers", type=int, default=0, help="the 'all workers' run (0: one per core)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench.json")
+    parser.add_argument("--child", nargs=3, metavar=("INPUT", "OUTPUT", "WORKERS"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child[0], args.child[1], int(args.child[2]))
+        return 0
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    result = {"date": time.strftime("%Y-%m-%d"), "command": "make bench",
+              "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+                         f"{platform.system()}",
+              **run(sizes, args.workers)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"written: {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -271,8 +271,8 @@ def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator
 
 
 def _is_blank(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value) or \
-        (isinstance(value, str) and not value.strip())
+    return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value) \
+        or (isinstance(value, str) and not value.strip())
 
 
 def _whole_number(value) -> tuple[int | None, bool]:
@@ -362,97 +362,217 @@ def output_format(path: str | None) -> str:
 
 
 class ResultWriter:
-    """Writes result chunks to a temporary file beside the target, renamed into place on close.
+    """Writes result chunks so that a run is all-or-nothing under the final name, resumable, and alone.
 
-    An interrupted run never leaves a half-written file under the final name; an existing file is
-    only replaced with ``force``. ``path`` None or ``-`` writes JSONL to stdout.
+    Each chunk becomes one part file in a hidden folder beside the target (``.NAME.partial/``),
+    written under a temporary name and renamed, so a part is either complete or absent. ``close``
+    joins the parts into a temporary file renamed onto the target: a killed run never leaves a half
+    file under the final name. ``resume=True`` continues from the parts an interrupted run left
+    (``resume_rows`` input rows are already done), after checking they came from the same inputs and
+    options (``fingerprint``). A lock (``.NAME.lock``) held for the whole run makes a second run
+    writing the same path refuse instead of interleaving. ``path`` None or ``-`` writes JSONL to
+    stdout (no parts, no resume).
     """
 
     def __init__(self, path: str | None, columns: list[str], *, force: bool = False,
-                 inputs: list[str] = ()):
+                 inputs: list[str] = (), resume: bool = False, fingerprint: dict | None = None):
         self.path = None if path in (None, STDIO) else Path(path)
         self.format = output_format(path)
         self.columns = list(columns)
         self.rows = 0
-        self._parquet = None
-        if self.path is not None:
-            if self.path.is_dir():
-                raise OutputError(f"{self.path} is a folder; give a file name with a .csv, .tsv, .jsonl "
-                                  f"or .parquet suffix")
-            if self.path.exists() and not force:
-                raise OutputError(f"{self.path} already exists; pass --force to overwrite it or choose "
-                                  f"another -o path")
-            if any(i != STDIO and Path(i).resolve() == self.path.resolve() for i in inputs):
-                raise OutputError(f"{self.path} is also an input; choose another -o path")
-            if not self.path.parent.is_dir():
-                raise OutputError(f"{self.path.parent} is not a folder; create it first")
-            self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            mode = "wb" if self.format == "parquet" else "w"
-            self._fh = None if self.format == "parquet" else open(self._tmp, mode, encoding="utf-8",
-                                                                  newline="")
-        else:
-            self._tmp = None
+        self.resume_rows = 0
+        self.discarded_partial = False
+        self._lock_fh = None
+        self._parts = 0
+        if self.path is None:
+            if resume:
+                raise OutputError("--resume needs an output file (-o); stdout cannot be resumed")
             self._fh = sys.stdout
+            return
+        if self.path.is_dir():
+            raise OutputError(f"{self.path} is a folder; give a file name with a .csv, .tsv, .jsonl "
+                              f"or .parquet suffix")
+        if any(i != STDIO and Path(i).resolve() == self.path.resolve() for i in inputs):
+            raise OutputError(f"{self.path} is also an input; choose another -o path")
+        if not self.path.parent.is_dir():
+            raise OutputError(f"{self.path.parent} is not a folder; create it first")
+        self._lock()
+        try:
+            self._prepare(force, resume, fingerprint or {})
+        except BaseException:
+            self._unlock()
+            raise
+
+    # -- the lock ---------------------------------------------------------------------------
+    def _lock(self) -> None:
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        while True:
+            fh = open(lock_path, "a+", encoding="utf-8")
+            try:
+                import fcntl
+            except ImportError:   # no flock (Windows): the lock file's existence is the lock
+                fcntl = None
+            try:
+                if fcntl is not None:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                elif fh.tell() > 0:
+                    raise BlockingIOError
+            except (BlockingIOError, PermissionError):
+                fh.seek(0)
+                owner = fh.read().strip()
+                fh.close()
+                raise OutputError(f"another iptnlp run{' (' + owner + ')' if owner else ''} is writing "
+                                  f"{self.path}; wait for it to finish or choose another -o path") from None
+            try:   # the file we locked may have been removed by a run that just finished: lock anew
+                same = os.fstat(fh.fileno()).st_ino == os.stat(lock_path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            fh.close()
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}")
+        fh.flush()
+        self._lock_fh, self._lock_path = fh, lock_path
+
+    def _unlock(self) -> None:
+        if self._lock_fh is not None:
+            try:
+                self._lock_path.unlink()
+            except FileNotFoundError:
+                pass
+            self._lock_fh.close()
+            self._lock_fh = None
+
+    # -- parts ------------------------------------------------------------------------------
+    @property
+    def partial_dir(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.partial")
+
+    def _prepare(self, force: bool, resume: bool, fingerprint: dict) -> None:
+        import shutil
+
+        partial = self.partial_dir
+        if self.path.exists() and not force:
+            hint = "it is complete, so there is nothing to resume; " if resume else ""
+            raise OutputError(f"{self.path} already exists; {hint}pass --force to overwrite it or choose "
+                              f"another -o path")
+        stamp = {"format": self.format, "columns": self.columns, **fingerprint}
+        if resume:
+            if not (partial / "run.json").is_file():
+                raise OutputError(f"nothing to resume for {self.path}: no partial output of an interrupted run "
+                                  f"was found; run without --resume")
+            try:
+                before = json.loads((partial / "run.json").read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                before = None
+            if before != json.loads(json.dumps(stamp)):
+                raise OutputError(f"the partial output of {self.path} was made from other inputs, model or "
+                                  f"options (or an input changed since); run without --resume to start again")
+            for stray in partial.glob("*.tmp"):
+                stray.unlink()
+            for part in self._part_files():
+                self.resume_rows += int(part.name.split("-")[1].split(".")[0])
+                self._parts += 1
+            self.rows = self.resume_rows
+            return
+        if partial.exists():
+            shutil.rmtree(partial)
+            self.discarded_partial = True
+        partial.mkdir()
+        (partial / "run.json").write_text(json.dumps(stamp), encoding="utf-8")
+
+    def _part_files(self) -> list[Path]:
+        return sorted(self.partial_dir.glob("part*-*.done"))
 
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:   # a header-only input: nothing to write (close() writes an empty file)
             return
         frame = frame.reindex(columns=self.columns)
-        if self.format == "jsonl":
-            for record in frame.to_dict(orient="records"):
-                self._fh.write(json.dumps({k: _jsonable(v) for k, v in record.items()},
-                                          ensure_ascii=False) + "\n")
-        elif self.format in ("csv", "tsv"):
-            flat = frame.apply(lambda col: col.map(_flat))
-            flat.to_csv(self._fh, sep="," if self.format == "csv" else "\t", index=False,
-                        header=self.rows == 0, lineterminator="\n")
+        if self.path is None:
+            self._write_text(frame, self._fh, header=False)
+            self.rows += len(frame)
+            return
+        self._parts += 1
+        final = self.partial_dir / f"part{self._parts:07d}-{len(frame)}.done"
+        tmp = final.with_suffix(".tmp")
+        if self.format == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(self._arrow_table(frame), tmp)
         else:
-            self._write_parquet(frame)
+            with open(tmp, "w", encoding="utf-8", newline="") as fh:
+                self._write_text(frame, fh, header=False)
+        os.replace(tmp, final)
         self.rows += len(frame)
 
-    def _write_parquet(self, frame: pd.DataFrame) -> None:
+    def _write_text(self, frame: pd.DataFrame, fh, *, header: bool) -> None:
+        if self.format == "jsonl":
+            for record in frame.to_dict(orient="records"):
+                fh.write(json.dumps({k: _jsonable(v) for k, v in record.items()}, ensure_ascii=False) + "\n")
+        else:
+            flat = frame.apply(lambda col: col.map(_flat))
+            flat.to_csv(fh, sep="," if self.format == "csv" else "\t", index=False, header=header,
+                        lineterminator="\n")
+
+    def _arrow_table(self, frame: pd.DataFrame):
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         if "evidence" in frame:
             frame = frame.assign(evidence=frame["evidence"].map(
                 lambda v: json.dumps(v, ensure_ascii=False) if isinstance(v, dict) else None))
-        table = pa.Table.from_pandas(frame, schema=_arrow_schema(self.columns), preserve_index=False)
-        if self._parquet is None:
-            self._parquet = pq.ParquetWriter(self._tmp, table.schema)
-        self._parquet.write_table(table)
+        return pa.Table.from_pandas(frame, schema=_arrow_schema(self.columns), preserve_index=False)
 
     def close(self) -> None:
-        """Finish the file and move it into place."""
+        """Join the parts into the target (via a temporary file and a rename); release the lock."""
+        import shutil
+
         if self.path is None:
             self._fh.flush()
             return
-        if self.format == "parquet":
-            if self._parquet is None:   # no rows at all: an empty file with the full schema
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            parts = self._part_files()
+            if self.format == "parquet":
                 import pyarrow as pa
                 import pyarrow.parquet as pq
 
-                pq.write_table(pa.Table.from_pylist([], schema=_arrow_schema(self.columns)), self._tmp)
-                os.replace(self._tmp, self.path)
-                return
-            self._parquet.close()
-        else:
-            if self.rows == 0 and self.format in ("csv", "tsv"):
-                pd.DataFrame(columns=self.columns).to_csv(self._fh, index=False,
-                                                          sep="," if self.format == "csv" else "\t")
-            self._fh.close()
-        os.replace(self._tmp, self.path)
+                schema = _arrow_schema(self.columns)
+                with pq.ParquetWriter(tmp, schema) as out:
+                    if not parts:   # no rows at all: an empty file with the full schema
+                        out.write_table(pa.Table.from_pylist([], schema=schema))
+                    for part in parts:
+                        out.write_table(pq.read_table(part, schema=schema))
+            else:
+                with open(tmp, "w", encoding="utf-8", newline="") as out:
+                    if self.format in ("csv", "tsv"):
+                        pd.DataFrame(columns=self.columns).to_csv(
+                            out, index=False, sep="," if self.format == "csv" else "\t", lineterminator="\n")
+                    for part in parts:
+                        with open(part, encoding="utf-8", newline="") as fh:
+                            shutil.copyfileobj(fh, out, 1 << 20)
+            os.replace(tmp, self.path)
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+        except BaseException:
+            if tmp.exists():
+                tmp.unlink()
+            raise
+        finally:
+            self._unlock()
 
     def abort(self) -> None:
-        """Remove the temporary file; the final path is left as it was."""
+        """Stop without touching the final path; complete parts are kept for ``--resume``."""
         if self.path is None:
             return
-        if self._parquet is not None:
-            self._parquet.close()
-        elif self._fh is not None:
-            self._fh.close()
-        if self._tmp is not None and self._tmp.exists():
-            self._tmp.unlink()
+        import shutil
+
+        if self.partial_dir.exists() and not self._part_files():
+            shutil.rmtree(self.partial_dir, ignore_errors=True)
+        else:
+            for stray in self.partial_dir.glob("*.tmp"):
+                stray.unlink()
+        self._unlock()
 
 
 def _arrow_schema(columns: list[str]):

@@ -220,7 +220,7 @@ class AreaModel:
         if self._coef is None:
             self._coef = _word_weights(self.estimator)
         weights, n_features = self._coef
-        return _top_words(self.preprocessor.token_features(doc), weights[AREAS.index(area)], n_features, top)
+        return _top_words(doc, self.preprocessor.token_features(doc), weights[AREAS.index(area)], n_features, top)
 
     def theme_evidence(self, doc, theme: str, top: int = 3) -> list[tuple[int, int, str]]:
         """The note's words that push most towards ``theme`` in the learned theme model."""
@@ -230,7 +230,8 @@ class AreaModel:
         n_features = self.theme_estimator.named_steps["hash"].n_features
         from iptnlp.preprocess import token_features
 
-        return _top_words(token_features(doc, self.config.theme_features()), ovr.coef_[0], n_features, top)
+        return _top_words(doc, token_features(doc, self.config.theme_features()), ovr.coef_[0], n_features,
+                          top)
 
     def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
         """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
@@ -243,20 +244,40 @@ _PLACEHOLDER_FEATURES = tuple(f"ph_{k}" for k in ("person", "date", "location", 
                                                    "contact", "id"))
 
 
-def _top_words(token_feats, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
+_BUCKETS: dict[tuple[str, int], int] = {}   # (feature, n_features) -> hashed column, as HashingVectorizer
+
+
+def _bucket(feat: str, n_features: int) -> int:
+    key = (feat, n_features)
+    col = _BUCKETS.get(key)
+    if col is None:
+        from sklearn.utils import murmurhash3_32
+
+        if len(_BUCKETS) > 1_000_000:   # bounded however many distinct words arrive
+            _BUCKETS.clear()
+        col = _BUCKETS[key] = abs(murmurhash3_32(feat, seed=0)) % n_features
+    return col
+
+
+def _top_words(doc, token_feats, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
     """Tokens whose hashed features weigh most (positively) in ``row``; function words and
     placeholders are not evidence a reader can use."""
-    from sklearn.utils import murmurhash3_32
+    from iptnlp.preprocess import word_table
 
-    scored: dict[int, tuple[float, object]] = {}
-    for tok, feat in token_feats:
-        if tok.is_stop or feat.endswith(_PLACEHOLDER_FEATURES):
+    stop = {i for i, _lemma, _num, is_stop in word_table(doc) if is_stop}
+    scored: dict[int, float] = {}
+    for i, feat in token_feats:
+        if i in stop or feat.endswith(_PLACEHOLDER_FEATURES):
             continue
-        w = row[abs(murmurhash3_32(feat, seed=0)) % n_features]
-        if w > 0 and (tok.i not in scored or scored[tok.i][0] < w):
-            scored[tok.i] = (w, tok)
-    best = sorted(scored.values(), key=lambda x: -x[0])[:top]
-    return sorted((t.idx, t.idx + len(t.text), t.text) for _, t in best)
+        w = row[_bucket(feat, n_features)]
+        if w > 0 and scored.get(i, 0.0) < w:
+            scored[i] = w
+    best = sorted(scored.items(), key=lambda x: -x[1])[:top]
+    spans = []
+    for i, _w in best:
+        tok = doc[i]
+        spans.append((tok.idx, tok.idx + len(tok.text), tok.text))
+    return sorted(spans)
 
 
 def build_theme_estimator(cfg: ModelConfig):
@@ -368,9 +389,29 @@ def save_model(model_dir: str | Path, estimator, config: ResolvedConfig, *, data
     return card
 
 
+def _skops_io():
+    """``skops.io``, imported without its import-time scan of every scikit-learn estimator (about
+    1 s of cold start). The scan only builds skops' own default trust list; we never rely on it:
+    every file is checked against ``TRUSTED_TYPES`` before loading and loaded with that explicit
+    list, so skipping the scan leaves skops' defaults empty, which is stricter, not looser."""
+    import sys
+
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    import sklearn.utils
+
+    scan = sklearn.utils.all_estimators
+    sklearn.utils.all_estimators = lambda *args, **kwargs: []
+    try:
+        import skops.io as sio
+    finally:
+        sklearn.utils.all_estimators = scan
+    return sio
+
+
 def _dump_trusted(obj, path: Path) -> Path:
     """Save with skops, refusing any type outside ``TRUSTED_TYPES``; written via a temp file."""
-    import skops.io as sio
+    sio = _skops_io()
 
     blob = sio.dumps(obj, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
     untrusted = sorted(set(sio.get_untrusted_types(data=blob)) - set(TRUSTED_TYPES))
@@ -463,8 +504,9 @@ def load_model(model_dir: str | Path | None = None) -> AreaModel:
 
 def _load_trusted(path: Path):
     """Load a skops file whose every type is on ``TRUSTED_TYPES`` (skops alone trusts all of sklearn)."""
-    import skops.io as sio
     from sklearn.pipeline import Pipeline
+
+    sio = _skops_io()
     from skops.io.exceptions import UntrustedTypesFoundException
 
     untrusted = sorted(types_in_file(path) - set(TRUSTED_TYPES))

@@ -88,22 +88,100 @@ class PlaceholderKinds:
         return kept
 
 
-def _phrases(items: Iterable[str]) -> dict[int, set[tuple[str, ...]]]:
-    """Cue phrases grouped by token length, longest first when matching."""
-    out: dict[int, set[tuple[str, ...]]] = {}
-    for item in items:
-        toks = tuple(re.findall(r"n't|'ll|\w+|[^\w\s]", item.lower()))
-        if toks:
-            out.setdefault(len(toks), set()).add(toks)
-    return dict(sorted(out.items(), reverse=True))
+class Cues:
+    """Cue phrases (lower-cased token tuples) grouped by length, longest first, with the set of
+    words a phrase can start with so that most words are passed over at once."""
+
+    def __init__(self, items: Iterable[str]):
+        groups: dict[int, set[tuple[str, ...]]] = {}
+        for item in items:
+            toks = tuple(re.findall(r"n't|'ll|\w+|[^\w\s]", item.lower()))
+            if toks:
+                groups.setdefault(len(toks), set()).add(toks)
+        self.groups = dict(sorted(groups.items(), reverse=True))
+        self.first = {p[0] for group in groups.values() for p in group}
+
+    def match_at(self, words: list[str], i: int) -> int:
+        """Length of the longest cue phrase starting at ``words[i]``, or 0."""
+        if words[i] not in self.first:
+            return 0
+        for n, group in self.groups.items():
+            if tuple(words[i:i + n]) in group:
+                return n
+        return 0
 
 
-def _match_at(words: list[str], i: int, phrases: dict[int, set[tuple[str, ...]]]) -> int:
-    """Length of the longest cue phrase starting at ``words[i]``, or 0."""
-    for n, group in phrases.items():
-        if tuple(words[i:i + n]) in group:
-            return n
-    return 0
+@dataclass
+class TokenArrays:
+    """Per-token attributes of a Doc as plain lists, read once through ``Doc.to_array`` (fast) rather
+    than through Token objects (slow); kept on the Doc while it goes through the pipeline."""
+
+    orth: list[int]
+    lower: list[str]
+    is_alpha: list[int]
+    is_punct: list[int]
+    is_space: list[int]
+    sent_start: list[bool]
+    newline: list[bool]          # a whitespace token holding a line break
+    double_newline: list[bool]   # ... holding a blank line
+    colon: int
+    comma: int
+    clause_marks: frozenset[int]
+
+
+_ARRAYS_KEY = "iptnlp_arrays"
+_STRINGS: dict[int, str] = {}   # hash -> string: a dict hit is cheaper than a StringStore lookup
+_TEXT_KEY = "iptnlp_text"
+
+
+class TextKeepingTokenizer:
+    """spaCy's tokenizer, keeping the text on the Doc: ``doc.text`` rebuilds it token by token."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str):
+        doc = self.tokenizer(text)
+        doc.user_data[_TEXT_KEY] = text
+        return doc
+
+    def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator:
+        for text in texts:
+            yield self(text)
+
+
+def _token_arrays(doc) -> TokenArrays:
+    """The Doc's TokenArrays, computed after sentence splitting and cached (tokens no longer change)."""
+    cached = doc.user_data.get(_ARRAYS_KEY)
+    if cached is not None:
+        return cached
+    from spacy.attrs import IS_ALPHA, IS_PUNCT, IS_SPACE, LOWER, ORTH, SENT_START
+
+    strings = doc.vocab.strings
+    cols = doc.to_array([ORTH, LOWER, IS_ALPHA, IS_PUNCT, IS_SPACE, SENT_START]).T.tolist() if len(doc) \
+        else [[]] * 6
+    orth, lower_h, is_alpha, is_punct, is_space, sent = cols
+    newline = [False] * len(doc)
+    double = [False] * len(doc)
+    for i, sp in enumerate(is_space):
+        if sp:
+            text = strings[orth[i]]
+            newline[i] = "\n" in text
+            double[i] = "\n\n" in text
+    lower = []
+    for h in lower_h:
+        word = _STRINGS.get(h)
+        if word is None:
+            if len(_STRINGS) > 2_000_000:   # bounded however many distinct words arrive
+                _STRINGS.clear()
+            word = _STRINGS[h] = strings[h]
+        lower.append(word)
+    arrays = TokenArrays(orth=orth, lower=lower, is_alpha=is_alpha, is_punct=is_punct,
+                         is_space=is_space, sent_start=[v == 1 for v in sent], newline=newline,
+                         double_newline=double, colon=strings.add(":"), comma=strings.add(","),
+                         clause_marks=frozenset(strings.add(c) for c in (",", ";", ":")))
+    doc.user_data[_ARRAYS_KEY] = arrays
+    return arrays
 
 
 class Structure:
@@ -120,14 +198,24 @@ class Structure:
         speaker: list[str | None] = [None] * n
         section: list[str | None] = [None] * n
         label = [False] * n
+        t = _token_arrays(doc)
+        newline, double, sent_start = t.newline, t.double_newline, t.sent_start
+        # only line breaks and sentence starts can change the turn or section: visit those, and
+        # fill the stretches between them in one go
+        events = sorted({0} | {i for i in range(1, n) if sent_start[i] or newline[i] or newline[i - 1]}) \
+            if n else []
         cur_speaker = cur_section = None
         i = 0
-        while i < n:
-            tok = doc[i]
-            if tok.is_space and "\n" in tok.text:
-                cur_speaker = None if "\n\n" in tok.text else cur_speaker
-            if i == 0 or tok.is_sent_start or doc[i - 1].is_space and "\n" in doc[i - 1].text:
-                found = self._label_at(doc, i)
+        for p in events:
+            if p < i:     # inside a label already read
+                continue
+            speaker[i:p] = [cur_speaker] * (p - i)
+            section[i:p] = [cur_section] * (p - i)
+            i = p
+            if newline[i]:
+                cur_speaker = None if double[i] else cur_speaker
+            if i == 0 or sent_start[i] or newline[i - 1]:
+                found = self._label_at(t, i)
                 if found:
                     name, length = found
                     if name in self.speaker_of and (length > 2 or name not in self.sections
@@ -145,22 +233,23 @@ class Structure:
                     continue
             speaker[i], section[i] = cur_speaker, cur_section
             i += 1
+        speaker[i:n] = [cur_speaker] * (n - i)
+        section[i:n] = [cur_section] * (n - i)
         doc._.iptnlp_speaker, doc._.iptnlp_section, doc._.iptnlp_label = speaker, section, label
         return doc
 
-    def _label_at(self, doc, i: int) -> tuple[str, int] | None:
+    def _label_at(self, t: TokenArrays, i: int) -> tuple[str, int] | None:
         """(label, token count incl. colon) when tokens at i read 'Label:' (1-3 words)."""
         words: list[str] = []
-        for j in range(i, min(i + 4, len(doc))):
-            tok = doc[j]
-            if tok.text == ":" and words:
+        for j in range(i, min(i + 4, len(t.lower))):
+            if t.orth[j] == t.colon and words:
                 name = " ".join(words)
                 if name in self.speaker_of or name in self.sections:
                     return name, j - i + 1
                 return None
-            if not tok.is_alpha:
+            if not t.is_alpha[j]:
                 return None
-            words.append(tok.lower_)
+            words.append(t.lower[j])
         return None
 
 
@@ -170,10 +259,10 @@ class Context:
     def __init__(self, cfg: PreprocessConfig):
         neg = cfg.negation
         self.window = neg.window
-        self.pre = _phrases(neg.pre_cues)
-        self.post = _phrases(neg.post_cues)
-        self.term = _phrases(neg.terminators)
-        self.hyp = _phrases(cfg.hypothetical.cues)
+        self.pre = Cues(neg.pre_cues)
+        self.post = Cues(neg.post_cues)
+        self.term = Cues(neg.terminators)
+        self.hyp = Cues(cfg.hypothetical.cues)
         self.comma_passes = {"denies", "deny", "denied", "denying", "negative", "free"}
 
     def __call__(self, doc):
@@ -181,23 +270,25 @@ class Context:
         neg = [False] * n
         hyp = [False] * n
         section = doc._.iptnlp_section or [None] * n
-        for sent in doc.sents:
-            start, end = sent.start, sent.end
-            words = [t.lower_ for t in sent]
+        t = _token_arrays(doc)
+        words_all = t.lower
+        starts = [0] + [i for i in range(1, n) if t.sent_start[i]] if n else []
+        for start, end in zip(starts, starts[1:] + [n]):
+            words = words_all[start:end]
             i = 0
             while i < len(words):
                 # a cue that closes its clause ("SI/HI denied.") looks back; otherwise forward
-                k = _match_at(words, i, self.post)
-                if k and (i + k == len(words) or sent[i + k].is_punct or sent[i + k].is_space):
-                    self._scope_back(doc, words, start, i, neg)
+                k = self.post.match_at(words, i)
+                if k and (i + k == len(words) or t.is_punct[start + i + k] or t.is_space[start + i + k]):
+                    self._scope_back(t, words, start, i, neg, doc._.iptnlp_label)
                     i += k
                     continue
-                k = _match_at(words, i, self.pre)
+                k = self.pre.match_at(words, i)
                 if k:
-                    self._scope_forward(doc, words, start, i + k, neg, words[i] in self.comma_passes)
+                    self._scope_forward(t, words, start, i + k, neg, words[i] in self.comma_passes)
                     i += k
                     continue
-                k = _match_at(words, i, self.hyp)
+                k = self.hyp.match_at(words, i)
                 if k:
                     for j in range(start + i, end):
                         hyp[j] = True
@@ -209,28 +300,26 @@ class Context:
         doc._.iptnlp_neg, doc._.iptnlp_hyp = neg, hyp
         return doc
 
-    def _scope_forward(self, doc, words, start, i, neg, comma_passes) -> None:
+    def _scope_forward(self, t: TokenArrays, words, start, i, neg, comma_passes) -> None:
         counted = 0
         while i < len(words) and counted < self.window:
-            tok = doc[start + i]
-            if _match_at(words, i, self.term) or (tok.text == "," and not comma_passes) or \
-                    (tok.is_space and "\n" in tok.text):
+            k = start + i
+            if self.term.match_at(words, i) or (t.orth[k] == t.comma and not comma_passes) or t.newline[k]:
                 return
-            if not tok.is_punct and not tok.is_space:
-                neg[start + i] = True
+            if not t.is_punct[k] and not t.is_space[k]:
+                neg[k] = True
                 counted += 1
             i += 1
 
-    def _scope_back(self, doc, words, start, i, neg) -> None:
+    def _scope_back(self, t: TokenArrays, words, start, i, neg, label) -> None:
         counted = 0
         j = i - 1
         while j >= 0 and counted < self.window:
-            tok = doc[start + j]
-            if _match_at(words, j, self.term) or tok.text in (",", ";", ":") or \
-                    (tok.is_space and "\n" in tok.text) or doc._.iptnlp_label[start + j]:
+            k = start + j
+            if self.term.match_at(words, j) or t.orth[k] in t.clause_marks or t.newline[k] or label[k]:
                 return
-            if not tok.is_punct and not tok.is_space:
-                neg[start + j] = True
+            if not t.is_punct[k] and not t.is_space[k]:
+                neg[k] = True
                 counted += 1
             j -= 1
 
@@ -265,7 +354,7 @@ class Preprocessor:
     def features(self, doc) -> str:
         return features(doc, self.features_config)
 
-    def token_features(self, doc) -> list[tuple[object, str]]:
+    def token_features(self, doc) -> list[tuple[int, str]]:
         return token_features(doc, self.features_config)
 
     def transform(self, texts: Iterable[str]) -> list[str]:
@@ -291,7 +380,7 @@ def _make_factories() -> None:
         kinds = PlaceholderKinds(rules_of(rules))
 
         def placeholders(doc):
-            spans = kinds.spans(doc.text)
+            spans = kinds.spans(doc.user_data.get(_TEXT_KEY) or doc.text)
             if spans:
                 with doc.retokenize() as retok:
                     for start, end, kind in spans:
@@ -309,25 +398,77 @@ def _make_factories() -> None:
         table = load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
         overrides = {k.lower(): v for k, v in rules_of(rules).lemma_overrides.items()}
 
+        strings = nlp.vocab.strings
+        lemma_of: dict[tuple[int, int], int] = {}   # (lower, norm) hash -> lemma hash, filled as words come
+
+        def lemma_hash(low: int, norm: int) -> int:
+            norm_s = strings[norm]
+            if norm_s.startswith("ph_"):
+                return norm
+            low_s = strings[low]
+            return strings.add(overrides.get(low_s) or table.get(low_s, low_s))
+
         def lemmas(doc):
-            for tok in doc:
-                norm = tok.norm_
-                if norm.startswith("ph_"):
-                    tok.lemma_ = norm
-                else:
-                    low = tok.lower_
-                    tok.lemma_ = overrides.get(low) or table.get(low, low)
+            if not len(doc):
+                return doc
+            import numpy as np
+            from spacy.attrs import LEMMA, LOWER, NORM
+
+            pairs = doc.to_array([LOWER, NORM]).tolist()
+            out = []
+            for low, norm in pairs:
+                h = lemma_of.get((low, norm))
+                if h is None:
+                    if len(lemma_of) > 2_000_000:   # bounded however many distinct words arrive
+                        lemma_of.clear()
+                    h = lemma_of[(low, norm)] = lemma_hash(low, norm)
+                out.append(h)
+            doc.from_array([LEMMA], np.asarray(out, dtype="uint64"))
             return doc
 
         return lemmas
 
-    @Language.component("iptnlp_lines")
-    def lines(doc):
-        for tok in doc[1:]:
-            prev = doc[tok.i - 1]
-            if prev.is_space and "\n" in prev.text and not tok.is_space:
-                tok.is_sent_start = True
-        return doc
+    @Language.factory("iptnlp_sentences", default_config={"punct_chars": None})
+    def make_sentences(nlp, name, punct_chars):
+        from spacy.pipeline.sentencizer import Sentencizer
+
+        ends = frozenset(punct_chars or Sentencizer.default_punct_chars)
+        end_hashes: set[int] = set()
+        seen: set[int] = set()
+
+        def sentences(doc):
+            """spaCy's sentencizer rule (a sentence ends after . ! ? and their kin, once a non-
+            punctuation token follows), and every line break starts a sentence; from arrays."""
+            n = len(doc)
+            if not n:
+                return doc
+            import numpy as np
+            from spacy.attrs import IS_PUNCT, IS_SPACE, ORTH, SENT_START
+
+            strings = doc.vocab.strings
+            orth, punct, space = doc.to_array([ORTH, IS_PUNCT, IS_SPACE]).T.tolist()
+            for o in set(orth) - seen:
+                seen.add(o)
+                if strings[o] in ends:
+                    end_hashes.add(o)
+            starts = [False] * n
+            starts[0] = True
+            start, seen_end = 0, False
+            for i in range(n):
+                is_end = orth[i] in end_hashes
+                if seen_end and not punct[i] and not is_end:
+                    starts[start] = True
+                    start, seen_end = i, False
+                elif is_end:
+                    seen_end = True
+            starts[start] = True
+            for i in range(1, n):
+                if space[i - 1] and not space[i] and "\n" in strings[orth[i - 1]]:
+                    starts[i] = True
+            doc.from_array([SENT_START], np.asarray([1 if v else -1 for v in starts], dtype="int64").astype("uint64"))
+            return doc
+
+        return sentences
 
     @Language.factory("iptnlp_structure", default_config={"rules": {}})
     def make_structure(nlp, name, rules):
@@ -364,11 +505,11 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
 
     rules = to_dict(cfg)
     nlp = spacy.blank("en")
+    nlp.tokenizer = TextKeepingTokenizer(nlp.tokenizer)
     nlp.max_length = MAX_NOTE_CHARS + 1   # longer notes are error rows before they get here
     nlp.add_pipe("iptnlp_placeholders", config={"rules": rules})
     nlp.add_pipe("iptnlp_lemmas", config={"rules": rules})
-    nlp.add_pipe("sentencizer")
-    nlp.add_pipe("iptnlp_lines")
+    nlp.add_pipe("iptnlp_sentences")
     nlp.add_pipe("iptnlp_structure", config={"rules": rules})
     nlp.add_pipe("iptnlp_context", config={"rules": rules})
     if lexicon:
@@ -378,7 +519,7 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
 
 def features(doc, cfg: FeatureConfig) -> str:
     """The feature string of a Doc: lemmas with neg_/hyp_ marks, placeholders as their kind."""
-    out = [feat for _tok, feat in token_features(doc, cfg)]
+    out = [feat for _i, feat in token_features(doc, cfg)]
     if cfg.lexicon and doc._.iptnlp_lex:
         neg = doc._.iptnlp_neg
         for category, start, _end in doc._.iptnlp_lex:
@@ -386,27 +527,55 @@ def features(doc, cfg: FeatureConfig) -> str:
     return " ".join(out)
 
 
-def token_features(doc, cfg: FeatureConfig) -> list[tuple[object, str]]:
-    """(token, feature) for each word feature of a Doc, in text order."""
+_WORDS_KEY = "iptnlp_words"
+_LEMMA_INFO: dict[int, tuple[str, bool, bool]] = {}   # lemma hash -> (lemma, is a word, has a digit)
+
+
+def word_table(doc) -> list[tuple[int, str, bool, bool]]:
+    """(token index, lemma, is a number, is a stop word) for each word of a processed Doc, in text
+    order: the shared start of every feature set (area, themes, evidence), computed once per Doc."""
+    table = doc.user_data.get(_WORDS_KEY)
+    if table is not None:
+        return table
+    from spacy.attrs import IS_SPACE, IS_STOP, LEMMA, LIKE_NUM
+
+    strings = doc.vocab.strings
+    label = doc._.iptnlp_label
+    table = []
+    rows = doc.to_array([LEMMA, IS_SPACE, LIKE_NUM, IS_STOP]).tolist() if len(doc) else []
+    for i, (lemma_h, space, like_num, stop) in enumerate(rows):
+        if space or label[i]:
+            continue
+        info = _LEMMA_INFO.get(lemma_h)
+        if info is None:
+            lemma = strings[lemma_h]
+            info = (lemma, lemma.startswith("ph_") or any(ch.isalnum() for ch in lemma),
+                    any(ch.isdigit() for ch in lemma))
+            if len(_LEMMA_INFO) > 2_000_000:
+                _LEMMA_INFO.clear()
+            _LEMMA_INFO[lemma_h] = info
+        lemma, is_word, has_digit = info
+        if is_word:
+            table.append((i, lemma, bool(like_num) or has_digit, bool(stop)))
+    doc.user_data[_WORDS_KEY] = table
+    return table
+
+
+def token_features(doc, cfg: FeatureConfig) -> list[tuple[int, str]]:
+    """(token index, feature) for each word feature of a Doc, in text order."""
     neg = doc._.iptnlp_neg
     hyp = doc._.iptnlp_hyp
-    label = doc._.iptnlp_label
     speaker = doc._.iptnlp_speaker
-    out: list[tuple[object, str]] = []
-    for tok in doc:
-        i = tok.i
-        lemma = tok.lemma_
-        if tok.is_space or label[i] or not (lemma.startswith("ph_") or any(ch.isalnum() for ch in lemma)):
-            continue
-        if not cfg.numbers and (tok.like_num or any(ch.isdigit() for ch in lemma)):
+    numbers, negation, hypothetical, turns = cfg.numbers, cfg.negation, cfg.hypothetical, cfg.speaker
+    out: list[tuple[int, str]] = []
+    for i, lemma, is_num, _stop in word_table(doc):
+        if not numbers and is_num:
             lemma = "num"
-        if not lemma.strip():
-            continue
-        if cfg.negation and neg[i]:
+        if negation and neg[i]:
             lemma = "neg_" + lemma
-        elif cfg.hypothetical and hyp[i]:
+        elif hypothetical and hyp[i]:
             lemma = "hyp_" + lemma
-        out.append((tok, lemma))
-        if cfg.speaker and speaker[i] == "client":
-            out.append((tok, "c_" + lemma))
+        out.append((i, lemma))
+        if turns and speaker[i] == "client":
+            out.append((i, "c_" + lemma))
     return out

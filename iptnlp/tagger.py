@@ -6,8 +6,9 @@ import sys
 import time
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -48,13 +49,7 @@ class Tagger:
         self.rules_join = set(model.config.model.themes.rules_join)
 
     def phase(self, row: dict) -> str:
-        stated = row.get("phase")
-        if isinstance(stated, str) and stated.strip().lower() in PHASES:
-            return stated.strip().lower()
-        session, total = row.get("session"), row.get("total_sessions")
-        session = None if session is None or session is pd.NA else int(session)
-        total = self.course_length if total is None or total is pd.NA else int(total)
-        return phase_of(session, total)
+        return self.phase_of(row.get("session"), row.get("total_sessions"), row.get("phase"))
 
     def tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order."""
@@ -71,7 +66,8 @@ class Tagger:
         themes: list = [None] * n
         off: list = [None] * n
         evidence: list = [None] * n
-        rows = out.to_dict(orient="records")
+        meta = {c: out[c].tolist() if c in out.columns else [None] * n
+                for c in ("session", "total_sessions", "phase")}
         decided = self.model.decide(proba, self.threshold) if len(docs) else []
         learned = self.model.theme_estimator is not None
         theme_proba = self.model.predict_themes(docs) if learned else None
@@ -82,7 +78,7 @@ class Tagger:
             confidence[i] = proba[k].max()
             probs[i] = proba[k]
             hits = self.themes.hits(doc)
-            phase[i] = self.phase(rows[i])
+            phase[i] = self.phase_of(meta["session"][i], meta["total_sessions"][i], meta["phase"][i])
             # the learned theme model decides where the model has one; the rules point at the words
             if learned:
                 ruled = {h.label for h in hits if h.label in self.rules_join}
@@ -108,6 +104,14 @@ class Tagger:
         out["evidence"] = evidence
         out["error"] = out["error"].astype(object).where(~ok, None)
         return out
+
+    def phase_of(self, session, total, stated=None) -> str:
+        """A stated phase wins; otherwise from the session number and course length."""
+        if isinstance(stated, str) and stated.strip().lower() in PHASES:
+            return stated.strip().lower()
+        session = None if session is None or session is pd.NA or session != session else int(session)
+        total = self.course_length if total is None or total is pd.NA or total != total else int(total)
+        return phase_of(session, total)
 
 
 def result_columns(input_columns: Iterable[str]) -> list[str]:
@@ -150,38 +154,187 @@ class RunSummary:
     status: Counter = field(default_factory=Counter)
     areas: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    resumed: int = 0          # rows an interrupted run had already written (not counted above)
 
     def line(self) -> str:
         rate = self.notes / self.seconds if self.seconds else 0.0
         areas = ", ".join(f"{a} {self.areas.get(a, 0)}" for a in AREAS + ("uncertain",)
                           if self.areas.get(a))
-        return (f"{self.notes} notes: {self.status.get('ok', 0)} ok, {self.status.get('error', 0)} error"
-                f" ({rate:,.0f} notes/s){'; ' + areas if areas else ''}")
+        resumed = f" after {self.resumed} rows of the interrupted run" if self.resumed else ""
+        return (f"{self.notes} notes{resumed}: {self.status.get('ok', 0)} ok, {self.status.get('error', 0)} "
+                f"error ({rate:,.0f} notes/s){'; ' + areas if areas else ''}")
+
+
+def default_workers() -> int:
+    """The cores this process may use."""
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:   # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+# one Tagger per worker process, made once by the pool's initializer
+_WORKER_TAGGER: Tagger | None = None
+
+
+def _init_worker(model_dir: str, threshold: float | None, course_length: int,
+                 theme_rules: str | None) -> None:
+    global _WORKER_TAGGER
+    import signal
+
+    from iptnlp.model import load_model
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops the pool
+    _WORKER_TAGGER = Tagger(load_model(model_dir), threshold=threshold, course_length=course_length,
+                            theme_rules=theme_rules)
+
+
+def _tag_in_worker(frame: pd.DataFrame) -> pd.DataFrame:
+    assert _WORKER_TAGGER is not None, "worker not initialised"
+    return _WORKER_TAGGER.tag_frame(frame)
+
+
+class TagPool:
+    """Tags chunks on ``workers`` processes; each loads the model once and returns only result rows.
+
+    ``map`` yields results in input order and keeps at most two chunks per worker in flight, so
+    memory stays flat however long the input is. Workers start from a fork server (never a fork of
+    this process, whose library threads may hold locks), so start-up costs one model load per worker.
+    """
+
+    def __init__(self, model: AreaModel, workers: int, *, threshold: float | None = None,
+                 course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if model.path is None:
+            raise ValueError("a worker pool needs a model saved in a folder (model.path is None)")
+        methods = mp.get_all_start_methods()
+        ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if ctx.get_start_method() == "forkserver":
+            ctx.set_forkserver_preload(["iptnlp.tagger", "iptnlp.model", "spacy", "sklearn", "pandas"])
+        self.workers = workers
+        self.executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=_init_worker,
+            initargs=(str(model.path), threshold, course_length, theme_rules))
+
+    def map(self, frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        from collections import deque
+
+        pending: deque = deque()
+        for frame in frames:
+            pending.append(self.executor.submit(_tag_in_worker, frame))
+            if len(pending) >= 2 * self.workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+    def close(self, *, cancel: bool = False) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=cancel)
+
+    def __enter__(self) -> TagPool:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(cancel=exc_type is not None)
+
+
+def _chunks(inputs: list[str], spec: InputSpec, skip_rows: int = 0) -> Iterator[pd.DataFrame]:
+    """Normalised chunks of all inputs in order, without the first ``skip_rows`` rows (a resumed run)."""
+    for path in inputs:
+        for frame in read_chunks(path, spec):
+            if skip_rows >= len(frame):
+                skip_rows -= len(frame)
+                continue
+            if skip_rows:
+                frame = frame.iloc[skip_rows:].reset_index(drop=True)
+                skip_rows = 0
+            yield frame
+
+
+def tag_chunks(inputs: list[str], model: AreaModel, spec: InputSpec, *, workers: int = 1,
+               threshold: float | None = None, course_length: int = DEFAULT_COURSE_LENGTH,
+               theme_rules: str | None = None, skip_rows: int = 0) -> Iterator[pd.DataFrame]:
+    """Result chunks for every note of ``inputs``, in input order, on ``workers`` processes.
+
+    A pool only pays when there is more than one chunk to share out: a smaller input is tagged
+    here, so that tagging one note stays quick.
+    """
+    chunks = _chunks(inputs, spec, skip_rows)
+    first = next(chunks, None)
+    if first is None:
+        return
+    second = next(chunks, None) if workers > 1 else None
+    if second is None or model.path is None:
+        tagger = Tagger(model, threshold=threshold, course_length=course_length, theme_rules=theme_rules)
+        yield tagger.tag_frame(first)
+        if second is not None:
+            yield tagger.tag_frame(second)
+        for frame in chunks:
+            yield tagger.tag_frame(frame)
+        return
+
+    def all_chunks():
+        yield first
+        yield second
+        yield from chunks
+
+    with TagPool(model, workers, threshold=threshold, course_length=course_length,
+                 theme_rules=theme_rules) as pool:
+        yield from pool.map(all_chunks())
+
+
+def run_fingerprint(inputs: list[str], model: AreaModel, spec: InputSpec, *, threshold: float | None,
+                    course_length: int) -> dict:
+    """What a resumed run must share with the interrupted one: inputs (size, time), model, options."""
+    import os
+
+    files = []
+    for path in inputs:
+        if path == "-":
+            files.append(["-"])
+            continue
+        st = os.stat(path)
+        files.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
+    return {"inputs": files, "model_sha256": model.card.get("model_sha256"), "threshold": threshold,
+            "course_length": course_length, "text_col": spec.text_col, "id_col": spec.id_col,
+            "encoding": spec.encoding, "on_error": spec.on_error}
 
 
 def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: InputSpec, *,
               force: bool = False, threshold: float | None = None,
-              course_length: int = DEFAULT_COURSE_LENGTH,
+              course_length: int = DEFAULT_COURSE_LENGTH, workers: int = 1, resume: bool = False,
               progress: Callable[[str], None] | None = None) -> RunSummary:
-    """Tag every note of ``inputs`` into ``output`` (None: JSONL on stdout); return counts."""
+    """Tag every note of ``inputs`` into ``output`` (None: JSONL on stdout); return counts.
+
+    With ``resume``, an interrupted run into ``output`` continues after the rows it already wrote.
+    """
     columns: set[str] = set()
     for path in inputs:   # every file-level problem surfaces before any output is written
         columns.update(probe(path, spec))
-    tagger = Tagger(model, threshold=threshold, course_length=course_length)
-    writer = ResultWriter(output, result_columns(columns), force=force, inputs=inputs)
-    summary = RunSummary()
+    fingerprint = run_fingerprint(inputs, model, spec, threshold=threshold, course_length=course_length)
+    writer = ResultWriter(output, result_columns(columns), force=force, inputs=inputs, resume=resume,
+                          fingerprint=fingerprint)
+    summary = RunSummary(resumed=writer.resume_rows)
+    if progress and writer.discarded_partial:
+        progress(f"discarded the partial output of an earlier interrupted run into {output} "
+                 f"(--resume continues such a run instead)")
+    if progress and resume:
+        progress(f"resuming after the {writer.resume_rows:,} rows already written")
     start = time.perf_counter()
     try:
-        for path in inputs:
-            for frame in read_chunks(path, spec):
-                result = tagger.tag_frame(frame)
-                writer.write(result)
-                summary.notes += len(result)
-                summary.status.update(result["status"])
-                summary.areas.update(a for a in result["area"] if isinstance(a, str))
-                summary.seconds = time.perf_counter() - start
-                if progress:
-                    progress(f"{summary.notes:,} notes tagged ({summary.notes / summary.seconds:,.0f}/s)")
+        for result in tag_chunks(inputs, model, spec, workers=workers, threshold=threshold,
+                                 course_length=course_length, skip_rows=writer.resume_rows):
+            writer.write(result)
+            summary.notes += len(result)
+            summary.status.update(result["status"])
+            summary.areas.update(a for a in result["area"] if isinstance(a, str))
+            summary.seconds = time.perf_counter() - start
+            if progress:
+                progress(f"{summary.resumed + summary.notes:,} notes tagged "
+                         f"({summary.notes / summary.seconds:,.0f}/s)")
         writer.close()
     except BaseException:
         writer.abort()

@@ -140,4 +140,35 @@ def test_aborted_writer_keeps_the_old_file(tmp_path):
     w.write(pd.DataFrame({"note_id": ["a"]}))
     w.abort()
     assert out.read_text() == "old\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+    # the complete part stays (hidden) for --resume; no lock is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out.jsonl.partial", "out.jsonl"]
+
+
+def test_a_second_writer_to_the_same_path_refuses_until_the_first_is_done(tmp_path):
+    out = tmp_path / "out.csv"
+    first = ResultWriter(str(out), ["note_id"])
+    with pytest.raises(OutputError, match=r"another iptnlp run \(pid \d+\) is writing .*out.csv; wait for it"):
+        ResultWriter(str(out), ["note_id"], force=True)
+    first.write(pd.DataFrame({"note_id": ["a"]}))
+    first.close()
+    second = ResultWriter(str(out), ["note_id"], force=True)
+    second.write(pd.DataFrame({"note_id": ["b"]}))
+    second.close()
+    assert out.read_text() == "note_id\nb\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_resume_needs_a_matching_partial_run(tmp_path):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(OutputError, match="nothing to resume for .*out.jsonl"):
+        ResultWriter(str(out), ["note_id"], resume=True, fingerprint={"inputs": ["x"]})
+    w = ResultWriter(str(out), ["note_id"], fingerprint={"inputs": ["x"]})
+    w.write(pd.DataFrame({"note_id": ["a", "b"]}))
+    w.abort()
+    with pytest.raises(OutputError, match="made from other inputs, model or options"):
+        ResultWriter(str(out), ["note_id"], resume=True, fingerprint={"inputs": ["y"]})
+    w = ResultWriter(str(out), ["note_id"], resume=True, fingerprint={"inputs": ["x"]})
+    assert w.resume_rows == 2
+    w.write(pd.DataFrame({"note_id": ["c"]}))
+    w.close()
+    assert [json.loads(line)["note_id"] for line in out.read_text().splitlines()] == ["a", "b", "c"]

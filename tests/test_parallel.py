@@ -1,0 +1,131 @@
+"""Every core and beyond: the worker pool and the Dask engine give the local engine's rows, in order."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from iptnlp.io import InputSpec
+from iptnlp.tagger import TagPool, tag_chunks, tag_files
+
+
+@pytest.fixture(scope="module")
+def mixed_jsonl(tmp_path_factory, corpus_records):
+    """230 notes in one JSONL file, with a blank note, a malformed line and a bad session among them."""
+    path = tmp_path_factory.mktemp("par") / "notes.jsonl"
+    lines = []
+    for i, r in enumerate(corpus_records[:230]):
+        rec = {"note_id": r["note_id"], "text": r["text"], "case_id": r.get("case_id"),
+               "session": r.get("session"), "total_sessions": r.get("total_sessions")}
+        if i == 17:
+            rec["text"] = "   "
+        if i == 101:
+            rec["session"] = "3a"
+        lines.append(json.dumps(rec))
+    lines.insert(150, '{"note_id": "broken", "text": "unterminated')
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _read(path) -> pd.DataFrame:
+    return pd.read_json(path, lines=True, dtype=False)
+
+
+def test_pool_gives_the_same_rows_in_the_same_order(tmp_path, mixed_jsonl, small_model):
+    spec = InputSpec(chunk_size=40)
+    one, two = tmp_path / "one.jsonl", tmp_path / "two.jsonl"
+    s1 = tag_files([str(mixed_jsonl)], str(one), small_model, spec, workers=1)
+    s2 = tag_files([str(mixed_jsonl)], str(two), small_model, spec, workers=2)
+    a, b = _read(one), _read(two)
+    assert s1.notes == s2.notes == 231 == len(a) == len(b)
+    assert a["row"].tolist() == list(range(1, 232))
+    pd.testing.assert_frame_equal(a, b)
+    assert a["status"].value_counts().to_dict() == {"ok": 228, "error": 3}
+
+
+def test_pool_keeps_only_a_few_chunks_in_flight(small_model, mixed_jsonl):
+    """Memory stays flat: the pool pulls at most two chunks per worker ahead of what it has yielded."""
+    from iptnlp.io import read_chunks
+
+    pulled = 0
+
+    def counting():
+        nonlocal pulled
+        for frame in read_chunks(str(mixed_jsonl), InputSpec(chunk_size=10)):
+            pulled += 1
+            yield frame
+
+    with TagPool(small_model, 2) as pool:
+        results = pool.map(counting())
+        next(results)
+        assert pulled <= 2 * 2 + 1
+        rest = list(results)
+    assert pulled == 1 + len(rest) == 24
+
+
+def test_one_chunk_is_tagged_in_process(monkeypatch, small_model, mixed_jsonl):
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a pool was started for a single chunk")
+
+    monkeypatch.setattr("iptnlp.tagger.TagPool", no_pool)
+    frames = list(tag_chunks([str(mixed_jsonl)], small_model, InputSpec(chunk_size=1000), workers=4))
+    assert sum(len(f) for f in frames) == 231
+
+
+def test_help_does_not_import_the_heavy_libraries():
+    """`iptnlp --help` answers at once because pandas, scikit-learn and spaCy load only in commands."""
+    code = ("import sys; from click.testing import CliRunner; from iptnlp.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('pandas', 'sklearn', 'spacy', 'numpy', 'skops') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.fixture(scope="module")
+def dask_scheduler():
+    """A 2-worker LocalCluster shared by the Dask tests (each worker loads the model once)."""
+    pytest.importorskip("distributed")
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_dask_engine_matches_the_local_engine_row_for_row(tmp_path, suffix, corpus_records, small_model,
+                                                          dask_scheduler):
+    from iptnlp.dask_engine import tag_files_dask
+
+    recs = corpus_records[300:460]
+    df = pd.DataFrame({"note_id": [r["note_id"] for r in recs], "text": [r["text"] for r in recs],
+                       "session": [r.get("session") for r in recs]})
+    df.loc[3, "text"] = None
+    df.loc[9, "note_id"] = None
+    src = tmp_path / f"in{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(src, row_group_size=45)    # four partitions
+    else:
+        df.to_csv(src, index=False)
+    spec = InputSpec(chunk_size=50)
+    local, dask_out = tmp_path / "local.jsonl", tmp_path / "dask.jsonl"
+    tag_files([str(src)], str(local), small_model, spec, workers=1)
+    summary = tag_files_dask([str(src)], str(dask_out), small_model, spec, scheduler=dask_scheduler)
+    a, b = _read(local), _read(dask_out)
+    assert summary.notes == len(a) == len(b) == 160
+    pd.testing.assert_frame_equal(a, b)
+    assert b.loc[9, "note_id"] == "in:10" and b.loc[3, "status"] == "error"
+
+
+def test_dask_engine_refuses_inputs_it_cannot_partition(tmp_path, small_model):
+    pytest.importorskip("distributed")
+    from iptnlp.dask_engine import tag_files_dask
+    from iptnlp.errors import InputError
+
+    src = tmp_path / "notes.jsonl"
+    src.write_text('{"text": "a note"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match="reads Parquet, CSV or TSV"):
+        tag_files_dask([str(src)], str(tmp_path / "o.csv"), small_model, InputSpec())
