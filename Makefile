@@ -60,3 +60,19 @@ lint: $(STAMP) ## ruff over the package and tests
 clean: ## remove caches and generated reports (never the corpus or the shipped model)
 	rm -rf .cache .pytest_cache .ruff_cache reports/demo-tagged.csv
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+AUDIT_DEMO := reports/audit-demo
+CHROMIUM ?= $(shell command -v chromium || command -v chromium-browser)
+
+.PHONY: audit-demo evaluate-audit
+audit-demo: $(STAMP) ## audit data/examples/courses.csv -> reports/audit-demo/ (+ report.png with chromium)
+	@mkdir -p $(AUDIT_DEMO)
+	$(BIN)/iptnlp audit data/examples/courses.csv -o $(AUDIT_DEMO) --force
+	@if [ -n "$(CHROMIUM)" ]; then \
+	  $(CHROMIUM) --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+	    --screenshot=$(CURDIR)/$(AUDIT_DEMO)/report.png --window-size=1280,2400 \
+	    file://$(CURDIR)/$(AUDIT_DEMO)/report.html 2>/dev/null && echo "rendered $(AUDIT_DEMO)/report.png"; \
+	else echo "chromium not found: skipped $(AUDIT_DEMO)/report.png (open $(AUDIT_DEMO)/report.html in a browser)"; fi
+
+evaluate-audit: $(STAMP) ## themes (per theme, off-phase) and the audit on the corpus courses -> reports/evaluation.*
+	$(BIN)/python -m iptnlp.evaluate --only themes-audit

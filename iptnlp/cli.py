@@ -28,7 +28,8 @@ class IptnlpGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
-            click.echo("Error: interrupted; no output file was left behind", err=True)
+            click.echo("Error: interrupted; the output file was not written. Run the same command with "
+                       "--resume to continue from the rows already tagged", err=True)
             ctx.exit(130)
 
 
@@ -67,6 +68,9 @@ def main(ctx, verbose):
 @click.option("--id-col", default="note_id", show_default=True, help="Column holding the note id.")
 @text_col_option
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run into OUTPUT after the rows it already wrote (same inputs "
+                   "and options).")
 @click.option("--threshold", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Confidence under which area is 'uncertain' (default: the model's).")
 @click.option("--encoding", default="utf-8", show_default=True, help="Byte encoding of text inputs.")
@@ -76,9 +80,17 @@ def main(ctx, verbose):
               help="Notes read and tagged per chunk.")
 @click.option("--course-length", type=click.IntRange(4), default=16, show_default=True,
               help="Course length for notes without total_sessions (phase = initial 1-3, termination = last 3).")
+@click.option("--workers", "-j", type=click.IntRange(0), default=0,
+              help="Worker processes (default 0: one per core). Inputs of one chunk are tagged in-process.")
+@click.option("--engine", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="local: this machine's worker pool. dask: Dask over Parquet/CSV partitions "
+                   "(pip install 'iptnlp[dask]').")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="With --engine dask: a running Dask scheduler (tcp://host:8786). Default: a LocalCluster "
+                   "of --workers processes.")
 @quiet_option
-def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding, on_error,
-        batch_size, course_length, quiet):
+def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, encoding, on_error,
+        batch_size, course_length, workers, engine, scheduler, quiet):
     """Tag notes with their IPT problem area, phase and phase themes.
 
     INPUT is a .csv, .tsv, .jsonl or .parquet file, a folder of .txt files (id = file name), or -
@@ -91,12 +103,14 @@ def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding,
       iptnlp tag notes.csv -o tagged.csv
       iptnlp tag notes.jsonl more.parquet -o tagged.parquet --force
       cat notes.jsonl | iptnlp tag - > tagged.jsonl
+      iptnlp tag archive.parquet -o tagged.parquet --workers 8
+      iptnlp tag archive.parquet -o tagged.parquet --engine dask --scheduler tcp://10.0.0.5:8786
     """
     import codecs
 
     from iptnlp.io import InputSpec
     from iptnlp.model import load_model
-    from iptnlp.tagger import tag_files
+    from iptnlp.tagger import default_workers, tag_files
 
     try:
         codecs.lookup(encoding)
@@ -106,8 +120,20 @@ def tag(inputs, output, model_dir, id_col, text_col, force, threshold, encoding,
     model = load_model(model_dir)
     spec = InputSpec(text_col=text_col, id_col=id_col, encoding=encoding, on_error=on_error,
                      chunk_size=batch_size)
-    summary = tag_files(list(inputs), output, model, spec, force=force, threshold=threshold,
-                        course_length=course_length, progress=_say(quiet))
+    if scheduler and engine != "dask":
+        raise click.UsageError("--scheduler needs --engine dask")
+    if resume and engine == "dask":
+        raise click.UsageError("--resume works with the local engine; leave out --engine dask")
+    if engine == "dask":
+        from iptnlp.dask_engine import tag_files_dask
+
+        summary = tag_files_dask(list(inputs), output, model, spec, scheduler=scheduler,
+                                 workers=workers or default_workers(), force=force, threshold=threshold,
+                                 course_length=course_length, progress=_say(quiet))
+    else:
+        summary = tag_files(list(inputs), output, model, spec, force=force, threshold=threshold,
+                            course_length=course_length, workers=workers or default_workers(),
+                            resume=resume, progress=_say(quiet))
     if not quiet:
         click.echo(f"iptnlp: {summary.line()}" + (f" -> {output}" if output else ""), err=True)
 
@@ -225,6 +251,79 @@ def info(model_dir, as_json):
         for theme, v in tm["per_theme"].items():
             click.echo(f"  {theme:<26} P {v['precision']:.2f}  R {v['recall']:.2f}  F1 {v['f1']:.2f}  "
                        f"n {v['support']}")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(),
+              help="Folder for cases.csv, sessions.csv and report.html (created if missing).")
+@model_option
+@click.option("--focus-col", default=None,
+              help="Column holding each case's agreed focus (an area, or two joined by '+'). "
+                   "Default: 'focus' when the input has it; cases without one get an inferred focus.")
+@click.option("--course-length", type=click.IntRange(4), default=16, show_default=True,
+              help="Course length for notes without total_sessions (phase = initial 1-3, termination = last 3).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Audit rules (default: configs/audit.yml).")
+@click.option("--id-col", default="note_id", show_default=True, help="Column holding the note id.")
+@text_col_option
+@click.option("--encoding", default="utf-8", show_default=True, help="Byte encoding of text inputs.")
+@click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True,
+              help="Notes read and tagged per chunk.")
+@click.option("--force", is_flag=True, help="Overwrite cases.csv, sessions.csv, report.html in the folder.")
+@click.option("--workers", "-j", type=click.IntRange(0), default=0,
+              help="Worker processes (default 0: one per core). Inputs of one chunk are tagged in-process.")
+@quiet_option
+def audit(inputs, out_dir, model_dir, focus_col, course_length, config_path, id_col, text_col, encoding,
+          batch_size, force, workers, quiet):
+    """Audit focus adherence per case: drift, missing sessions, off-phase and missing themes.
+
+    Notes are grouped by case_id and ordered by session. Writes DIR/cases.csv (one row per case),
+    DIR/sessions.csv (one row per note) and DIR/report.html (one page that works offline, for a
+    supervisor). Without a focus column, each case's focus is inferred from its initial-phase
+    sessions and the course as a whole. The report shows no note text.
+
+    \b
+    Example:
+      iptnlp audit data/examples/courses.csv -o reports/audit-demo
+      iptnlp audit notes.csv -o audit/ --focus-col agreed_area --course-length 12 --force
+    """
+    import codecs
+    from pathlib import Path
+
+    from iptnlp.audit import OUTPUT_FILES, load_audit_config, tag_inputs, write_audit
+    from iptnlp.audit import audit as run_audit
+    from iptnlp.errors import OutputError
+    from iptnlp.io import InputSpec
+    from iptnlp.model import load_model
+    from iptnlp.report import render_report
+
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise click.BadParameter(f"unknown encoding {encoding!r}; try utf-8, latin-1 or cp1252",
+                                 param_hint="--encoding") from None
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise OutputError(f"{out_dir} is a file; -o needs a folder")
+    existing = [n for n in OUTPUT_FILES if (Path(out_dir) / n).exists()]
+    if existing and not force:   # before the slow part
+        raise OutputError(f"{out_dir} already holds {', '.join(existing)}; pass --force to overwrite or "
+                          f"choose another -o folder")
+    config = load_audit_config(config_path)
+    model = load_model(model_dir)
+    spec = InputSpec(text_col=text_col, id_col=id_col, encoding=encoding, chunk_size=batch_size)
+    from iptnlp.tagger import default_workers
+
+    tagged = tag_inputs(list(inputs), model, spec, course_length=course_length, focus_col=focus_col,
+                        workers=workers or default_workers(), progress=_say(quiet))
+    has_focus = focus_col is not None or "focus" in tagged.columns
+    result = run_audit(tagged, config, focus_col="focus" if has_focus else None, course_length=course_length)
+    html = render_report(result, inputs=list(inputs), model_name=str(model.card.get("name", "")))
+    write_audit(result, out_dir, html, force=force)
+    if not quiet:
+        c = result.counts
+        click.echo(f"iptnlp: {c['notes']} notes ({c['error']} could not be read, {c['without_case']} without "
+                   f"case_id), {c['cases']} cases -> {out_dir}/cases.csv, sessions.csv, report.html", err=True)
 
 
 if __name__ == "__main__":

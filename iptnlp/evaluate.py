@@ -315,11 +315,319 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports")
     parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--only", choices=["themes-audit"], default=None,
+                        help="Run only this section (themes and the audit, a few minutes) and add it to "
+                             "the existing reports/evaluation.json and .md.")
+    parser.add_argument("--audit-config", default=None, help="Audit rules (default: configs/audit.yml).")
+    parser.add_argument("--heldout", type=Path, nargs="*", default=[],
+                        help="Authored note files (data/notes/*.txt format) the shipped model and rules were "
+                             "not built from, scored as they are (e.g. data/notes/w16.txt).")
     args = parser.parse_args(argv)
-    run_evaluation(args.corpus, args.external, args.out, config_path=args.config,
-                   ablation=not args.no_ablation)
+    if args.only is None:
+        run_evaluation(args.corpus, args.external, args.out, config_path=args.config,
+                       ablation=not args.no_ablation)
+    section = themes_audit_evaluation(args.corpus, config_path=args.config, audit_config_path=args.audit_config,
+                                      heldout=args.heldout)
+    print_themes_audit(section)
+    write_themes_audit(section, args.out)
     print(f"written: {args.out / 'evaluation.md'} and evaluation.json")
     return 0
+
+
+# --- themes and the audit (python -m iptnlp.evaluate --only themes-audit) ------------------------
+
+DRIFT_SWEEP = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+def combine_themes(theme_proba: np.ndarray, ruled: list[set[str]], threshold: float,
+                   rules_join) -> list[list[str]]:
+    """Themes found per note exactly as ``Tagger.tag_frame`` combines them: the learned model's
+    themes at ``threshold``, plus rule hits for the themes in ``rules_join``."""
+    from iptnlp.taxonomy import THEME_IDS
+
+    join = set(rules_join)
+    return [[t for j, t in enumerate(THEME_IDS) if theme_proba[i, j] >= threshold or (t in ruled[i] and t in join)]
+            for i in range(len(ruled))]
+
+
+def _prf(tp: int, fp: int, fn: int) -> dict:
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "tp": tp, "fp": fp, "fn": fn}
+
+
+def theme_flag_metrics(gold: list[list[str]], pred: list[list[str]], phases: list[str]) -> dict:
+    """Per-theme and micro P/R/F1 of theme lists, and the precision of the off-phase flags they raise."""
+    from iptnlp.taxonomy import THEME_IDS
+    from iptnlp.themes import off_phase
+
+    per = {}
+    for t in THEME_IDS:
+        g = [t in x for x in gold]
+        p = [t in x for x in pred]
+        tp = sum(a and b for a, b in zip(g, p))
+        per[t] = {**_prf(tp, sum(b and not a for a, b in zip(g, p)), sum(a and not b for a, b in zip(g, p))),
+                  "support": sum(g)}
+    micro = _prf(*(sum(v[k] for v in per.values()) for k in ("tp", "fp", "fn")))
+    gold_off = {(i, t) for i, (x, ph) in enumerate(zip(gold, phases)) for t in off_phase(x, ph)}
+    pred_off = {(i, t) for i, (x, ph) in enumerate(zip(pred, phases)) for t in off_phase(x, ph)}
+    off = _prf(len(gold_off & pred_off), len(pred_off - gold_off), len(gold_off - pred_off))
+    return {"n": len(gold), "micro": micro, "per_theme": per, "off_phase": off}
+
+
+def _course_frame(records: list[dict], area_proba: np.ndarray, themes: list[list[str]]):
+    import pandas as pd
+
+    from iptnlp.taxonomy import AREAS
+
+    rows = []
+    for r, p, t in zip(records, area_proba, themes):
+        rows.append({"note_id": r["note_id"], "case_id": r.get("case_id"), "session": r.get("session"),
+                     "total_sessions": r.get("total_sessions"), "status": "ok",
+                     "area": AREAS[int(np.argmax(p))], **{f"p_{a}": float(p[j]) for j, a in enumerate(AREAS)},
+                     "phase": r["phase"], "themes": t, "focus": r.get("focus")})
+    return pd.DataFrame(rows)
+
+
+def _split(value) -> set[str]:
+    return {v for v in str(value or "").split(";") if v}
+
+
+def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[str]], audit_config=None) -> dict:
+    """The audit on courses with known answers: predicted (probabilities, themes) against gold.
+
+    Gold: focus as written; drift = a middle session whose ``area`` label is not in the focus;
+    missing expected themes from the gold theme labels. Drift is scored with the focus given (the
+    drift rule alone) and with the focus inferred (the whole audit, as on notes with no focus).
+    """
+    from dataclasses import replace
+
+    from iptnlp.audit import AuditConfig, DriftRule, audit
+    from iptnlp.taxonomy import AREAS
+
+    cfg = audit_config or AuditConfig()
+    keep = [i for i, r in enumerate(records) if r.get("case_id")]
+    recs = [records[i] for i in keep]
+    onehot = np.array([[1.0 if r["area"] == a else 0.0 for a in AREAS] for r in recs])
+    gold = audit(_course_frame(recs, onehot, [r["themes"] for r in recs]), cfg).cases.set_index("case_id")
+    pred_frame = _course_frame(recs, area_proba[keep], [themes[i] for i in keep])
+    given = audit(pred_frame, cfg).cases.set_index("case_id")
+    inferred = audit(pred_frame, cfg, focus_col=None).cases.set_index("case_id")
+    cases = list(gold.index)
+
+    def norm(f):
+        return "+".join(sorted(str(f).split("+")))
+
+    focus_exact = [c for c in cases if norm(inferred.at[c, "focus"]) == norm(gold.at[c, "focus"])]
+    primary_in = [c for c in cases if set(str(inferred.at[c, "focus"]).split("+")) & set(gold.at[c, "focus"].split("+"))]
+    wrong = {c: {"gold": gold.at[c, "focus"], "inferred": inferred.at[c, "focus"]}
+             for c in cases if c not in focus_exact}
+
+    def drift_prf(table) -> dict:
+        g = {(c, s) for c in cases for s in _split(gold.at[c, "drift_sessions"])}
+        p = {(c, s) for c in cases for s in _split(table.at[c, "drift_sessions"])}
+        return _prf(len(g & p), len(p - g), len(g - p))
+
+    sweep = {}
+    for t in DRIFT_SWEEP:
+        table = audit(pred_frame, replace(cfg, drift=DriftRule(t))).cases.set_index("case_id")
+        sweep[str(t)] = drift_prf(table)
+    exact = [c for c in cases if _split(given.at[c, "missing_expected"]) == _split(gold.at[c, "missing_expected"])]
+    g_items = {(c, m) for c in cases for m in _split(gold.at[c, "missing_expected"])}
+    p_items = {(c, m) for c in cases for m in _split(given.at[c, "missing_expected"])}
+    return {
+        "courses": len(cases), "notes": len(recs),
+        "middle_sessions": int(gold["middle_sessions"].sum()),
+        "gold_drift_sessions": int(sum(len(_split(v)) for v in gold["drift_sessions"])),
+        "drift_threshold": cfg.drift.max_focus_probability,
+        "focus_exact": {"right": len(focus_exact), "rate": len(focus_exact) / len(cases) if cases else 0.0},
+        "focus_primary_in_gold": {"right": len(primary_in), "rate": len(primary_in) / len(cases) if cases else 0.0},
+        "focus_wrong": wrong,
+        "drift_given_focus": drift_prf(given),
+        "drift_inferred_focus": drift_prf(inferred),
+        "drift_sweep_given_focus": sweep,
+        "missing_expected_exact": {"right": len(exact), "rate": len(exact) / len(cases) if cases else 0.0},
+        "missing_expected_items": _prf(len(g_items & p_items), len(p_items - g_items), len(g_items - p_items)),
+    }
+
+
+def oof_corpus_predictions(records: list[dict], *, config_path=None, n_splits: int = 5, say=print):
+    """Out-of-fold (grouped by course) area probabilities and theme probabilities, and rule hits."""
+    from dataclasses import replace
+
+    from iptnlp.model import ResolvedConfig, fit
+    from iptnlp.themes import ThemeFinder, load_theme_rules
+    from iptnlp.train import _grouped_theme_proba, cached_features
+
+    base = ResolvedConfig.from_file(config_path)
+    texts = [r["text"] for r in records]
+    groups = groups_of([r.get("case_id") for r in records], [r["note_id"] for r in records])
+    say("areas: grouped cross-validation")
+    feats = cached_features(base, texts)
+    area = grouped_cv_proba(feats, [r["area"] for r in records], groups,
+                            lambda X, y, g: fit(X, y, base, g), n_splits=n_splits, seed=base.model.seed, n_jobs=2)
+    say("themes: grouped cross-validation of the learned model")
+    theme_cfg = replace(base, model=replace(base.model, features=base.theme_features()))
+    theme_proba = _grouped_theme_proba(cached_features(theme_cfg, texts), [r["themes"] for r in records],
+                                       groups, base, n_splits)
+    say("themes: rule hits")
+    pre = base.preprocessor()
+    finder = ThemeFinder(pre.nlp, load_theme_rules())
+    ruled = [{h.label for h in finder.hits(doc)} for doc in pre.pipe(texts)]
+    return base, area, theme_proba, ruled
+
+
+def heldout_predictions(records: list[dict], model_dir=None):
+    """The shipped model and rules applied, through ``Tagger.tag_frame``, to notes it was not built from."""
+    import pandas as pd
+
+    from iptnlp.io import InputSpec, _normalise
+    from iptnlp.model import load_model
+    from iptnlp.tagger import Tagger
+    from iptnlp.taxonomy import AREAS
+
+    model = load_model(model_dir)
+    df = pd.DataFrame([{k: r.get(k) for k in ("note_id", "text", "case_id", "session", "total_sessions")}
+                       | {"phase": r["phase"] if r.get("phase_stated") else None} for r in records])
+    out = Tagger(model).tag_frame(_normalise(df, "<heldout>", 1, InputSpec()))
+    return out[[f"p_{a}" for a in AREAS]].to_numpy(dtype=float), [list(t) for t in out["themes"]]
+
+
+def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path=None,
+                            heldout: list[Path] = (), say=print) -> dict:
+    """Themes (per theme, off-phase flags) and the audit, out-of-fold on the corpus and on held-out notes."""
+    from iptnlp.audit import load_audit_config
+
+    audit_cfg = load_audit_config(audit_config_path)
+    records = _read_jsonl(corpus)
+    base, area, theme_proba, ruled = oof_corpus_predictions(records, config_path=config_path, say=say)
+    tc = base.model.themes
+    themes = combine_themes(theme_proba, ruled, tc.threshold, tc.rules_join)
+    gold = [r["themes"] for r in records]
+    phases = [r["phase"] for r in records]
+    learned_only = combine_themes(theme_proba, ruled, tc.threshold, ())
+    section = {
+        "corpus": {"path": corpus.name, "notes": len(records),
+                   "how": "5-fold cross-validation grouped by course for the learned area and theme models; "
+                          "the theme rules (configs/themes.yml) were written with notes of this corpus in view, "
+                          "so their share of the theme scores is partly in-sample",
+                   "themes": theme_flag_metrics(gold, themes, phases),
+                   "themes_learned_only": theme_flag_metrics(gold, learned_only, phases)["micro"],
+                   "audit": audit_check(records, area, themes, audit_cfg)},
+        "theme_threshold": tc.threshold, "rules_join": list(tc.rules_join),
+    }
+    if heldout:
+        from iptnlp.corpus import load_corpus
+        from iptnlp.model import DEFAULT_MODEL_DIR, read_card, sha256_files
+
+        held = load_corpus(list(heldout))
+        known = {r["note_id"] for r in records}
+        overlap = sum(r["note_id"] in known for r in held)
+        trained = read_card(DEFAULT_MODEL_DIR).get("training_data", {})
+        # the card holds a digest of the training data, not its note ids: if the corpus has changed since
+        # the shipped model was trained, notes new in it were not trained on
+        same_corpus = trained.get("sha256") == sha256_files([corpus])
+        h_area, h_themes = heldout_predictions(held)
+        entry = {"files": [p.name for p in heldout], "notes": len(held),
+                 "in_current_corpus": overlap, "model_trained_on_current_corpus": same_corpus,
+                 "model_training_notes": trained.get("n_notes"),
+                 "how": "the shipped model and theme rules, applied as `iptnlp tag` does",
+                 "themes": theme_flag_metrics([r["themes"] for r in held], h_themes, [r["phase"] for r in held])}
+        if any(r.get("case_id") for r in held):
+            entry["audit"] = audit_check(held, h_area, h_themes, audit_cfg)
+        if overlap and same_corpus:
+            say(f"warning: {overlap} held-out notes are in {corpus.name}, which the shipped model was trained "
+                f"on: they are not held out")
+        elif overlap:
+            say(f"note: {overlap} held-out notes are in {corpus.name} now, but the shipped model was trained on "
+                f"an earlier corpus ({trained.get('n_notes')} notes), so they are held out from it")
+        section["heldout"] = entry
+    return section
+
+
+def _line_prf(name: str, m: dict) -> str:
+    return f"| {name} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} |"
+
+
+def _heldout_note(s: dict) -> str:
+    where = f" ({', '.join(s['files'])}"
+    if not s["in_current_corpus"]:
+        return where + "; none of them in the corpus)"
+    if s["model_trained_on_current_corpus"]:
+        return where + f"; {s['in_current_corpus']} of them in the corpus the model was trained on: NOT held out)"
+    return where + (f"; {s['in_current_corpus']} of them in the corpus now, but the shipped model was trained "
+                    f"on an earlier corpus of {s['model_training_notes']} notes, so held out from it)")
+
+
+def markdown_themes_audit(section: dict) -> str:
+    """The themes-and-audit section of reports/evaluation.md."""
+    lines = ["", "## Themes and the focus-adherence audit", "",
+             "`python -m iptnlp.evaluate --only themes-audit`. Themes are combined exactly as `iptnlp tag` "
+             f"does: the learned model at threshold {section['theme_threshold']}, plus rule hits for "
+             f"{', '.join(section['rules_join'])}. Gold drift = a middle session whose `area` label is not "
+             "in the course's `focus`; gold missing themes come from the theme labels.", ""]
+    parts = [("corpus", "Corpus, out-of-fold")] + ([("heldout", "Held-out notes")] if "heldout" in section else [])
+    for key, title in parts:
+        s = section[key]
+        th, au = s["themes"], s.get("audit")
+        lines += [f"### {title}", "", s["how"] + ".", "",
+                  f"Notes: {s['notes']}" + (_heldout_note(s) if key == "heldout" else ""), "",
+                  "| measure | precision | recall | F1 |", "| --- | --- | --- | --- |",
+                  _line_prf("themes, micro", th["micro"])]
+        if "themes_learned_only" in s:
+            lines.append(_line_prf("themes, micro, learned model alone", s["themes_learned_only"]))
+        lines.append(_line_prf("off-phase flags", th["off_phase"]))
+        lines += ["", "| theme | precision | recall | F1 | n |", "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {t} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
+                  for t, v in th["per_theme"].items()]
+        if au:
+            lines += ["", f"Audit on {au['courses']} courses ({au['notes']} notes, {au['middle_sessions']} middle "
+                      f"sessions, {au['gold_drift_sessions']} gold drift sessions; drift threshold "
+                      f"p(focus) < {au['drift_threshold']}):", "",
+                      f"- focus inferred exactly right: {au['focus_exact']['right']} of {au['courses']} "
+                      f"({au['focus_exact']['rate']:.3f}); its top area within the agreed focus: "
+                      f"{au['focus_primary_in_gold']['right']} of {au['courses']}",
+                      f"- missing expected themes exactly right: {au['missing_expected_exact']['right']} of "
+                      f"{au['courses']} courses ({au['missing_expected_exact']['rate']:.3f}); per item P "
+                      f"{au['missing_expected_items']['precision']:.3f} R {au['missing_expected_items']['recall']:.3f}",
+                      "", "| drift sessions | precision | recall | F1 |", "| --- | --- | --- | --- |",
+                      _line_prf("focus given", au["drift_given_focus"]),
+                      _line_prf("focus inferred", au["drift_inferred_focus"])]
+            lines += [_line_prf(f"focus given, threshold {t}", m) for t, m in au["drift_sweep_given_focus"].items()]
+            if au["focus_wrong"]:
+                lines += ["", "Courses whose inferred focus differs from the agreed one: " + "; ".join(
+                    f"{c} (agreed {v['gold']}, inferred {v['inferred']})" for c, v in au["focus_wrong"].items())]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def print_themes_audit(section: dict, say=print) -> None:
+    for key in ("corpus", "heldout"):
+        if key not in section:
+            continue
+        s = section[key]
+        th = s["themes"]
+        say(f"{key}: themes micro P {th['micro']['precision']:.3f} R {th['micro']['recall']:.3f} "
+            f"F1 {th['micro']['f1']:.3f}; off-phase precision {th['off_phase']['precision']:.3f} "
+            f"({th['off_phase']['tp'] + th['off_phase']['fp']} flags)")
+        au = s.get("audit")
+        if au:
+            d = au["drift_given_focus"]
+            say(f"{key}: focus right {au['focus_exact']['right']}/{au['courses']} courses; drift P "
+                f"{d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f}; missing-expected exact "
+                f"{au['missing_expected_exact']['right']}/{au['courses']} ({au['missing_expected_exact']['rate']:.3f})")
+
+
+def write_themes_audit(section: dict, out_dir: Path) -> None:
+    """Add the section to reports/evaluation.json and .md, keeping what the full run wrote there."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path = out_dir / "evaluation.json"
+    report = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else {}
+    report["themes_audit"] = section
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    head = markdown_report(report) if "systems" in report else "# Evaluation\n"
+    (out_dir / "evaluation.md").write_text(head + markdown_themes_audit(section), encoding="utf-8")
 
 
 if __name__ == "__main__":
