@@ -76,6 +76,11 @@ def main(ctx, verbose):
 @click.option("--encoding", default="utf-8", show_default=True, help="Byte encoding of text inputs.")
 @click.option("--on-error", type=click.Choice(["mark", "fail"]), default="mark", show_default=True,
               help="A malformed JSONL line: mark it as an error row and go on, or stop.")
+@click.option("--on-phi", type=click.Choice(["flag", "redact", "skip", "fail"]), default="flag",
+              show_default=True,
+              help="A note with leftover identifiers (e-mail, phone, address, full date, ID number, URL, "
+                   "name): list them in phi_flags and tag it; redact them to placeholders first; skip the "
+                   "note (status skipped); or stop the run.")
 @click.option("--batch-size", type=click.IntRange(1), default=1000, show_default=True,
               help="Notes read and tagged per chunk.")
 @click.option("--course-length", type=click.IntRange(4), default=16, show_default=True,
@@ -89,7 +94,7 @@ def main(ctx, verbose):
               help="With --engine dask: a running Dask scheduler (tcp://host:8786). Default: a LocalCluster "
                    "of --workers processes.")
 @quiet_option
-def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, encoding, on_error,
+def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, encoding, on_error, on_phi,
         batch_size, course_length, workers, engine, scheduler, quiet):
     """Tag notes with their IPT problem area, phase and phase themes.
 
@@ -110,7 +115,7 @@ def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, e
 
     from iptnlp.io import InputSpec
     from iptnlp.model import load_model
-    from iptnlp.tagger import default_workers, tag_files
+    from iptnlp.tagger import default_workers, stderr_warning, tag_files
 
     try:
         codecs.lookup(encoding)
@@ -129,11 +134,13 @@ def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, e
 
         summary = tag_files_dask(list(inputs), output, model, spec, scheduler=scheduler,
                                  workers=workers or default_workers(), force=force, threshold=threshold,
-                                 course_length=course_length, progress=_say(quiet))
+                                 course_length=course_length, on_phi=on_phi, progress=_say(quiet))
+        if summary.duplicate_ids():
+            stderr_warning(summary.duplicate_ids())
     else:
         summary = tag_files(list(inputs), output, model, spec, force=force, threshold=threshold,
                             course_length=course_length, workers=workers or default_workers(),
-                            resume=resume, progress=_say(quiet))
+                            resume=resume, on_phi=on_phi, progress=_say(quiet), warn=stderr_warning)
     if not quiet:
         click.echo(f"iptnlp: {summary.line()}" + (f" -> {output}" if output else ""), err=True)
 

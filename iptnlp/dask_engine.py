@@ -32,23 +32,25 @@ DASK_KINDS = ("parquet", "csv", "tsv")
 _TAGGERS: dict[tuple, Tagger] = {}   # per worker process: (model dir, threshold, course length) -> Tagger
 
 
-def _tagger(model_dir: str, threshold: float | None, course_length: int) -> Tagger:
-    key = (model_dir, threshold, course_length)
+def _tagger(model_dir: str, threshold: float | None, course_length: int, on_phi: str) -> Tagger:
+    key = (model_dir, threshold, course_length, on_phi)
     if key not in _TAGGERS:
         from iptnlp.model import load_model
 
-        _TAGGERS[key] = Tagger(load_model(model_dir), threshold=threshold, course_length=course_length)
+        _TAGGERS[key] = Tagger(load_model(model_dir), threshold=threshold, course_length=course_length,
+                               on_phi=on_phi)
     return _TAGGERS[key]
 
 
 def tag_partition(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec, model_dir: str,
-                  threshold: float | None, course_length: int) -> pd.DataFrame:
+                  threshold: float | None, course_length: int, on_phi: str = "flag") -> pd.DataFrame:
     """Tag one raw partition whose first row is ``first_row`` of ``source`` (1-based)."""
     frame = frame.reset_index(drop=True)
     if spec.text_col in frame and not (frame[spec.text_col].dtype == object
                                        or pd.api.types.is_string_dtype(frame[spec.text_col])):
         frame[spec.text_col] = frame[spec.text_col].astype(object)
-    return _tagger(model_dir, threshold, course_length).tag_frame(_normalise(frame, source, first_row, spec))
+    return _tagger(model_dir, threshold, course_length, on_phi).tag_frame(
+        _normalise(frame, source, first_row, spec))
 
 
 def _read(path: str, kind: str, spec: InputSpec):
@@ -78,7 +80,7 @@ def _client(scheduler: str | None, workers: int):
 def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec: InputSpec, *,
                    scheduler: str | None = None, workers: int = 2, force: bool = False,
                    threshold: float | None = None, course_length: int = DEFAULT_COURSE_LENGTH,
-                   progress: Callable[[str], None] | None = None) -> RunSummary:
+                   on_phi: str = "flag", progress: Callable[[str], None] | None = None) -> RunSummary:
     """Tag Parquet/CSV/TSV inputs on a Dask cluster into ``output``; same rows as ``tag_files``."""
     try:
         import dask
@@ -113,16 +115,14 @@ def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec
             def collect(future) -> None:
                 result = future.result()
                 writer.write(result)
-                summary.notes += len(result)
-                summary.status.update(result["status"])
-                summary.areas.update(a for a in result["area"] if isinstance(a, str))
+                summary.add(result)
                 summary.seconds = time.perf_counter() - start
                 if progress:
                     progress(f"{summary.notes:,} notes tagged ({summary.notes / summary.seconds:,.0f}/s)")
 
             for part, first_row in zip(parts, first_rows):
                 task = dask.delayed(tag_partition, pure=False)(part, str(path), first_row, spec, model_dir,
-                                                               threshold, course_length)
+                                                               threshold, course_length, on_phi)
                 pending.append(client.compute(task))
                 if len(pending) >= in_flight:
                     collect(pending.popleft())

@@ -26,7 +26,7 @@ CARRIED = ("case_id", "session", "total_sessions", "phase", "focus")
 INT_COLUMNS = ("session", "total_sessions")
 PROBA_COLUMNS = tuple(f"p_{a}" for a in AREAS)
 RESULT_COLUMNS = ("note_id", "status", "error", "area", "confidence") + PROBA_COLUMNS + (
-    "phase", "themes", "off_phase_themes", "evidence")
+    "phase", "themes", "off_phase_themes", "evidence", "phi_flags")
 TRAILING_COLUMNS = ("source", "row")
 STDIO = "-"
 MAX_NOTE_CHARS = 2_000_000      # the spaCy stage's max_length is set to match

@@ -154,7 +154,7 @@ class PhiGuard:
     """Finds leftover identifiers in note text; build once, then ``find``/``find_many``/``redact``."""
 
     def __init__(self, config: PhiConfig | None = None, preprocess_config: str | Path | None = None,
-                 batch_size: int = 256):
+                 batch_size: int = 256, vocab=None):
         import spacy
         from spacy.lang.en.stop_words import STOP_WORDS
         from spacy.matcher import Matcher, PhraseMatcher
@@ -164,7 +164,8 @@ class PhiGuard:
         self.config = cfg = config or load_phi_config()
         self.batch_size = batch_size
         self.placeholders = PlaceholderKinds(load_preprocess_config(preprocess_config or DEFAULT_PREPROCESS_CONFIG))
-        self.nlp = spacy.blank("en")
+        # ``vocab``: share the tagging pipeline's, so that its tokenized Docs can be read here (find_docs)
+        self.nlp = spacy.blank("en", vocab=vocab) if vocab is not None else spacy.blank("en")
         self.nlp.max_length = 10_000_000
         low = lambda words: {w.lower() for w in words}  # noqa: E731
         self.titles = low(cfg.titles)
@@ -316,6 +317,11 @@ class PhiGuard:
                 raise InputError(f"note {i}: expected text (str), got {type(text).__name__}")
         docs = self.nlp.pipe(texts, batch_size=self.batch_size)
         return [self._find_doc(doc, text) for text, doc in zip(texts, docs)]
+
+    def find_docs(self, docs: Sequence, texts: Sequence[str]) -> list[list[PhiSpan]]:
+        """``find`` for texts already split by a blank English tokenizer on this guard's vocab
+        (``PhiGuard(vocab=nlp.vocab)``): the tagger tokenizes each note once for both."""
+        return [self._find_doc(doc, text) for doc, text in zip(docs, texts)]
 
     def _find_doc(self, doc, text: str) -> list[PhiSpan]:
         masked = self.placeholders.spans(text)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iptnlp import phi as _phi
+from iptnlp.errors import InputError
 from iptnlp.io import (
     CARRIED,
     PROBA_COLUMNS,
@@ -29,14 +31,39 @@ from iptnlp.themes import off_phase, themes_of
 
 _DEFAULT_FINDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
+#: what to do with a note holding leftover identifiers (``phi_flags``): flag them and tag the note;
+#: redact them (each replaced by the placeholder of its kind) and tag; skip the note (status
+#: ``skipped``, not tagged); or fail the run, naming the row
+ON_PHI = ("flag", "redact", "skip", "fail")
+_GUARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+class IdentifierFound(InputError):
+    """``--on-phi fail`` met a note with leftover identifiers."""
+
+
+def _phi_guard(model: AreaModel):
+    """The identifier guard on the model's spaCy vocab, built once per model (about a second)."""
+    guard = _GUARDS.get(model)
+    if guard is None:
+        from iptnlp.phi import PhiGuard
+
+        guard = _GUARDS[model] = PhiGuard.from_config(vocab=model.preprocessor.nlp.vocab)
+    return guard
+
 
 class Tagger:
     """Everything one tagging run applies to each chunk: the area model, the theme rules, phases."""
 
     def __init__(self, model: AreaModel, *, threshold: float | None = None,
-                 course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None):
+                 course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None,
+                 on_phi: str = "flag"):
         from iptnlp.themes import ThemeFinder, load_theme_rules
 
+        if on_phi not in ON_PHI:
+            raise ValueError(f"on_phi must be one of {', '.join(ON_PHI)}")
+        self.on_phi = on_phi
+        self.guard = _phi_guard(model)
         self.model = model
         self.threshold = threshold
         self.course_length = course_length
@@ -54,11 +81,39 @@ class Tagger:
     def tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order."""
         out = frame.drop(columns=["text"]).copy()
-        ok = out["error"].isna().to_numpy()
-        docs = list(self.model.preprocessor.pipe(frame.loc[ok, "text"].tolist()))
-        proba = self.model.predict_proba_features([self.model.preprocessor.features(d) for d in docs])
         n = len(out)
-        out["status"] = np.where(ok, "ok", "error")
+        ok = out["error"].isna().to_numpy().copy()
+        texts = frame.loc[ok, "text"].tolist()
+        # leftover identifiers are looked for first, so that redact replaces them before anything
+        # else (the spaCy stage, the evidence) sees the note; each note is tokenized once for both
+        nlp = self.model.preprocessor.nlp
+        tokenized = [nlp.make_doc(t) for t in texts]
+        found = self.guard.find_docs(tokenized, texts)
+        phi_flags: list = [None] * n
+        status = np.where(ok, "ok", "error").astype(object)
+        errors = out["error"].astype(object).tolist()
+        keep = []
+        for k, i in enumerate(np.flatnonzero(ok)):
+            phi_flags[i] = _phi.flags(found[k])
+            if not found[k]:
+                keep.append(k)
+            elif self.on_phi == "fail":
+                raise IdentifierFound(f"{out['source'].iat[i]}: row {out['row'].iat[i]} (note_id "
+                                      f"{out['note_id'].iat[i]}) holds leftover identifiers ({phi_flags[i]}); "
+                                      f"de-identify the input, or choose --on-phi flag, redact or skip")
+            elif self.on_phi == "skip":
+                ok[i] = False
+                status[i] = "skipped"
+                errors[i] = (f"row {out['row'].iat[i]}: not tagged: leftover identifiers ({phi_flags[i]}) "
+                             f"and --on-phi skip")
+            else:
+                if self.on_phi == "redact":
+                    texts[k] = self.guard.redact(texts[k], found[k])
+                    tokenized[k] = nlp.make_doc(texts[k])
+                keep.append(k)
+        docs = list(self.model.preprocessor.pipe([tokenized[k] for k in keep]))
+        proba = self.model.predict_proba_features([self.model.preprocessor.features(d) for d in docs])
+        out["status"] = status
         area: list = [None] * n
         confidence = np.full(n, np.nan)
         probs = np.full((n, len(AREAS)), np.nan)
@@ -102,7 +157,8 @@ class Tagger:
         out["themes"] = themes
         out["off_phase_themes"] = off
         out["evidence"] = evidence
-        out["error"] = out["error"].astype(object).where(~ok, None)
+        out["phi_flags"] = phi_flags
+        out["error"] = [None if good else e for good, e in zip(ok, errors)]
         return out
 
     def phase_of(self, session, total, stated=None) -> str:
@@ -123,7 +179,7 @@ def result_columns(input_columns: Iterable[str]) -> list[str]:
 
 def tag(df: pd.DataFrame, model: AreaModel | str | None = None, *, text_col: str = "text",
         id_col: str = "note_id", threshold: float | None = None,
-        course_length: int = DEFAULT_COURSE_LENGTH) -> pd.DataFrame:
+        course_length: int = DEFAULT_COURSE_LENGTH, on_phi: str = "flag") -> pd.DataFrame:
     """Tag a DataFrame of notes: one result row per input row, in order.
 
     >>> import iptnlp, pandas as pd
@@ -142,7 +198,7 @@ def tag(df: pd.DataFrame, model: AreaModel | str | None = None, *, text_col: str
                          f"{describe_columns([str(c) for c in df.columns])})")
     spec = InputSpec(text_col=text_col, id_col=id_col)
     frame = _normalise(df.reset_index(drop=True), "<dataframe>", 1, spec)
-    result = Tagger(model, threshold=threshold, course_length=course_length).tag_frame(frame)
+    result = Tagger(model, threshold=threshold, course_length=course_length, on_phi=on_phi).tag_frame(frame)
     result = result[result_columns(df.columns)].drop(columns=["source"])
     result.index = df.index   # rows line up with the caller's DataFrame
     return result
@@ -155,14 +211,57 @@ class RunSummary:
     areas: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     resumed: int = 0          # rows an interrupted run had already written (not counted above)
+    phi_notes: int = 0        # notes with leftover identifiers
+    phi: Counter = field(default_factory=Counter)   # identifier kind -> count
+    _ids: list = field(default_factory=list, repr=False)   # (hashes, sources, rows) per chunk: 16 B a note
+
+    def add(self, result: pd.DataFrame) -> None:
+        """Count one result chunk."""
+        from pandas.util import hash_array
+
+        self._ids.append((hash_array(result["note_id"].astype(str).to_numpy(dtype=object)),
+                          result["source"].to_numpy(dtype=object) if "source" in result else None,
+                          result["row"].to_numpy() if "row" in result else None))
+        self.notes += len(result)
+        self.status.update(result["status"])
+        self.areas.update(a for a in result["area"] if isinstance(a, str))
+        for flags in result["phi_flags"]:
+            if isinstance(flags, str) and flags:
+                self.phi_notes += 1
+                for item in flags.split(";"):
+                    kind, _, count = item.partition(":")
+                    self.phi[kind] += int(count or 1)
+
+    def duplicate_ids(self, show: int = 3) -> str | None:
+        """A warning naming rows that share a note_id (every row is kept), or None."""
+        if not self._ids:
+            return None
+        hashes = np.concatenate([h for h, _, _ in self._ids])
+        values, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+        dup = np.flatnonzero(counts[inverse] > 1)
+        if not len(dup):
+            return None
+        where = [(src, row) for _, sources, rows in self._ids
+                 for src, row in zip(sources if sources is not None else [None] * len(rows), rows)]
+        groups: dict[int, list] = {}
+        for i in dup:
+            groups.setdefault(int(inverse[i]), []).append(where[i])
+        shown = "; ".join(" and ".join(f"{Path(str(src)).name} row {row}" if src else f"row {row}"
+                                       for src, row in rows[:4]) for rows in list(groups.values())[:show])
+        more = f" and {len(groups) - show} more" if len(groups) > show else ""
+        return (f"{len(groups)} note_id(s) are used by more than one row ({shown}{more}); every row is kept "
+                f"and tagged: tell them apart by source and row")
 
     def line(self) -> str:
         rate = self.notes / self.seconds if self.seconds else 0.0
         areas = ", ".join(f"{a} {self.areas.get(a, 0)}" for a in AREAS + ("uncertain",)
                           if self.areas.get(a))
         resumed = f" after {self.resumed} rows of the interrupted run" if self.resumed else ""
+        skipped = f", {self.status['skipped']} skipped" if self.status.get("skipped") else ""
+        phi = (f"; leftover identifiers in {self.phi_notes} notes ("
+               + ", ".join(f"{k} {v}" for k, v in sorted(self.phi.items())) + ")") if self.phi_notes else ""
         return (f"{self.notes} notes{resumed}: {self.status.get('ok', 0)} ok, {self.status.get('error', 0)} "
-                f"error ({rate:,.0f} notes/s){'; ' + areas if areas else ''}")
+                f"error{skipped} ({rate:,.0f} notes/s){'; ' + areas if areas else ''}{phi}")
 
 
 def default_workers() -> int:
@@ -180,7 +279,7 @@ _WORKER_TAGGER: Tagger | None = None
 
 
 def _init_worker(model_dir: str, threshold: float | None, course_length: int,
-                 theme_rules: str | None) -> None:
+                 theme_rules: str | None, on_phi: str) -> None:
     global _WORKER_TAGGER
     import signal
 
@@ -188,7 +287,7 @@ def _init_worker(model_dir: str, threshold: float | None, course_length: int,
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # the parent handles Ctrl-C and stops the pool
     _WORKER_TAGGER = Tagger(load_model(model_dir), threshold=threshold, course_length=course_length,
-                            theme_rules=theme_rules)
+                            theme_rules=theme_rules, on_phi=on_phi)
 
 
 def _tag_in_worker(frame: pd.DataFrame) -> pd.DataFrame:
@@ -205,7 +304,8 @@ class TagPool:
     """
 
     def __init__(self, model: AreaModel, workers: int, *, threshold: float | None = None,
-                 course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None):
+                 course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None,
+                 on_phi: str = "flag"):
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
@@ -214,11 +314,12 @@ class TagPool:
         methods = mp.get_all_start_methods()
         ctx = mp.get_context("forkserver" if "forkserver" in methods else "spawn")
         if ctx.get_start_method() == "forkserver":
-            ctx.set_forkserver_preload(["iptnlp.tagger", "iptnlp.model", "spacy", "sklearn", "pandas"])
+            ctx.set_forkserver_preload(["iptnlp.tagger", "iptnlp.model", "iptnlp.phi", "spacy", "sklearn",
+                                        "pandas"])
         self.workers = workers
         self.executor = ProcessPoolExecutor(
             max_workers=workers, mp_context=ctx, initializer=_init_worker,
-            initargs=(str(model.path), threshold, course_length, theme_rules))
+            initargs=(str(model.path), threshold, course_length, theme_rules, on_phi))
 
     def map(self, frames: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from collections import deque
@@ -256,7 +357,8 @@ def _chunks(inputs: list[str], spec: InputSpec, skip_rows: int = 0) -> Iterator[
 
 def tag_chunks(inputs: list[str], model: AreaModel, spec: InputSpec, *, workers: int = 1,
                threshold: float | None = None, course_length: int = DEFAULT_COURSE_LENGTH,
-               theme_rules: str | None = None, skip_rows: int = 0) -> Iterator[pd.DataFrame]:
+               theme_rules: str | None = None, skip_rows: int = 0,
+               on_phi: str = "flag") -> Iterator[pd.DataFrame]:
     """Result chunks for every note of ``inputs``, in input order, on ``workers`` processes.
 
     A pool only pays when there is more than one chunk to share out: a smaller input is tagged
@@ -268,7 +370,8 @@ def tag_chunks(inputs: list[str], model: AreaModel, spec: InputSpec, *, workers:
         return
     second = next(chunks, None) if workers > 1 else None
     if second is None or model.path is None:
-        tagger = Tagger(model, threshold=threshold, course_length=course_length, theme_rules=theme_rules)
+        tagger = Tagger(model, threshold=threshold, course_length=course_length, theme_rules=theme_rules,
+                        on_phi=on_phi)
         yield tagger.tag_frame(first)
         if second is not None:
             yield tagger.tag_frame(second)
@@ -282,12 +385,12 @@ def tag_chunks(inputs: list[str], model: AreaModel, spec: InputSpec, *, workers:
         yield from chunks
 
     with TagPool(model, workers, threshold=threshold, course_length=course_length,
-                 theme_rules=theme_rules) as pool:
+                 theme_rules=theme_rules, on_phi=on_phi) as pool:
         yield from pool.map(all_chunks())
 
 
 def run_fingerprint(inputs: list[str], model: AreaModel, spec: InputSpec, *, threshold: float | None,
-                    course_length: int) -> dict:
+                    course_length: int, on_phi: str = "flag") -> dict:
     """What a resumed run must share with the interrupted one: inputs (size, time), model, options."""
     import os
 
@@ -300,13 +403,14 @@ def run_fingerprint(inputs: list[str], model: AreaModel, spec: InputSpec, *, thr
         files.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
     return {"inputs": files, "model_sha256": model.card.get("model_sha256"), "threshold": threshold,
             "course_length": course_length, "text_col": spec.text_col, "id_col": spec.id_col,
-            "encoding": spec.encoding, "on_error": spec.on_error}
+            "encoding": spec.encoding, "on_error": spec.on_error, "on_phi": on_phi}
 
 
 def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: InputSpec, *,
               force: bool = False, threshold: float | None = None,
               course_length: int = DEFAULT_COURSE_LENGTH, workers: int = 1, resume: bool = False,
-              progress: Callable[[str], None] | None = None) -> RunSummary:
+              on_phi: str = "flag", progress: Callable[[str], None] | None = None,
+              warn: Callable[[str], None] | None = None) -> RunSummary:
     """Tag every note of ``inputs`` into ``output`` (None: JSONL on stdout); return counts.
 
     With ``resume``, an interrupted run into ``output`` continues after the rows it already wrote.
@@ -314,7 +418,8 @@ def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: Inp
     columns: set[str] = set()
     for path in inputs:   # every file-level problem surfaces before any output is written
         columns.update(probe(path, spec))
-    fingerprint = run_fingerprint(inputs, model, spec, threshold=threshold, course_length=course_length)
+    fingerprint = run_fingerprint(inputs, model, spec, threshold=threshold, course_length=course_length,
+                                  on_phi=on_phi)
     writer = ResultWriter(output, result_columns(columns), force=force, inputs=inputs, resume=resume,
                           fingerprint=fingerprint)
     summary = RunSummary(resumed=writer.resume_rows)
@@ -326,11 +431,9 @@ def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: Inp
     start = time.perf_counter()
     try:
         for result in tag_chunks(inputs, model, spec, workers=workers, threshold=threshold,
-                                 course_length=course_length, skip_rows=writer.resume_rows):
+                                 course_length=course_length, skip_rows=writer.resume_rows, on_phi=on_phi):
             writer.write(result)
-            summary.notes += len(result)
-            summary.status.update(result["status"])
-            summary.areas.update(a for a in result["area"] if isinstance(a, str))
+            summary.add(result)
             summary.seconds = time.perf_counter() - start
             if progress:
                 progress(f"{summary.resumed + summary.notes:,} notes tagged "
@@ -340,7 +443,14 @@ def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: Inp
         writer.abort()
         raise
     summary.seconds = time.perf_counter() - start
+    duplicates = summary.duplicate_ids()
+    if duplicates and warn:
+        warn(duplicates)
     return summary
+
+
+def stderr_warning(message: str) -> None:
+    print(f"iptnlp: warning: {message}", file=sys.stderr, flush=True)
 
 
 def stderr_progress(message: str) -> None:
