@@ -28,8 +28,10 @@ class IptnlpGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(EXIT_USER_ERROR)
         except KeyboardInterrupt:
-            click.echo("Error: interrupted; the output file was not written. Run the same command with "
-                       "--resume to continue from the rows already tagged", err=True)
+            resumable = ctx.invoked_subcommand == "tag"
+            click.echo("Error: interrupted; no output file was written" + (
+                " (with -o FILE, the same command with --resume continues from the rows already tagged)"
+                if resumable else ""), err=True)
             ctx.exit(130)
 
 

@@ -98,6 +98,10 @@ class ThemeModelConfig:
     hash_bits: int = 16
     hypothetical: bool = True       # planned work ("will role-play") kept apart from work done
     rules_join: tuple[str, ...] = ()  # themes whose rule hits are found too (where rules are precise)
+    # a theme outside the phases where it belongs is rare, so it needs more evidence: this probability
+    # from the learned model, or a rule hit (rules_join) with at least off_phase_rule_threshold
+    off_phase_threshold: float = 0.8
+    off_phase_rule_threshold: float = 0.2
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,23 @@
 """``iptnlp tag --engine dask``: the same per-chunk tagging, run by Dask over Parquet/CSV partitions.
 
-Each input is read with ``dask.dataframe`` (Parquet: its row groups; CSV/TSV: one partition per
-file, because notes hold line breaks inside quotes and a CSV cannot be split safely at byte
-offsets; convert a large CSV to Parquet to spread it out). Every partition goes through
-``tag_partition``: the normalisation and ``Tagger.tag_frame`` that the local engine applies to its
-chunks, with a Tagger made once per Dask worker process. Results come back to this process in
-input order, a few partitions at a time, and are written by the same ``ResultWriter``: one output
-file, temp file renamed on success, so the output equals the local engine's row for row.
+Each input becomes partitions of a ``dask.dataframe`` built with ``dd.from_map``: a Parquet file one
+partition per row group (row counts from its metadata, so row numbers are known up front), a CSV or
+TSV file one partition (notes hold line breaks inside quotes, so a CSV cannot be split safely at
+byte offsets; convert a large CSV to Parquet to spread it out). Each partition is read by our own
+reader on the worker (the local engine's options, and errors that name the file but never quote
+it) and goes through the normalisation and ``Tagger.tag_frame`` that the local engine applies to
+its chunks, with a Tagger made once per Dask worker process. Results come back in input order, a
+few partitions at a time, and are written by the same ``ResultWriter``, so the output equals the
+local engine's row for row.
 
-Without ``--scheduler`` a ``LocalCluster`` (one single-threaded worker process per core) is
-started for the run; with ``--scheduler tcp://host:8786`` the run uses that cluster, whose workers
-must have iptnlp installed and the model folder readable at the same path.
+Without ``--scheduler`` a ``LocalCluster`` (one single-threaded worker process per core, quiet logs)
+is started for the run; with ``--scheduler tcp://host:8786`` the run uses that cluster, whose
+workers must have iptnlp installed and the inputs and model folder readable at the same paths.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -29,7 +32,7 @@ from iptnlp.taxonomy import DEFAULT_COURSE_LENGTH
 
 DASK_KINDS = ("parquet", "csv", "tsv")
 
-_TAGGERS: dict[tuple, Tagger] = {}   # per worker process: (model dir, threshold, course length) -> Tagger
+_TAGGERS: dict[tuple, Tagger] = {}   # per worker process: (model dir, options) -> Tagger
 
 
 def _tagger(model_dir: str, threshold: float | None, course_length: int, on_phi: str) -> Tagger:
@@ -42,26 +45,53 @@ def _tagger(model_dir: str, threshold: float | None, course_length: int, on_phi:
     return _TAGGERS[key]
 
 
-def tag_partition(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec, model_dir: str,
-                  threshold: float | None, course_length: int, on_phi: str = "flag") -> pd.DataFrame:
-    """Tag one raw partition whose first row is ``first_row`` of ``source`` (1-based)."""
-    frame = frame.reset_index(drop=True)
-    if spec.text_col in frame and not (frame[spec.text_col].dtype == object
-                                       or pd.api.types.is_string_dtype(frame[spec.text_col])):
-        frame[spec.text_col] = frame[spec.text_col].astype(object)
-    return _tagger(model_dir, threshold, course_length, on_phi).tag_frame(
-        _normalise(frame, source, first_row, spec))
+def result_meta(input_columns: list[str]) -> pd.DataFrame:
+    """An empty frame with the result columns (object dtype): the dask.dataframe's declared schema."""
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in result_columns(input_columns)})
 
 
-def _read(path: str, kind: str, spec: InputSpec):
-    import dask.dataframe as dd
-
-    from iptnlp.io import _encoding
-
+def partitions(path: str, kind: str) -> list[tuple]:
+    """(path, kind, row group, first row number) for each partition of one input."""
     if kind == "parquet":
-        return dd.read_parquet(path, split_row_groups=True)
-    return dd.read_csv(path, sep="," if kind == "csv" else "\t", dtype=str, keep_default_na=False,
-                       na_values=[""], blocksize=None, encoding=_encoding(spec))
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(path).metadata
+        parts, first = [], 1
+        for i in range(meta.num_row_groups):
+            parts.append((path, kind, i, first))
+            first += meta.row_group(i).num_rows
+        return parts
+    return [(path, kind, None, 1)]
+
+
+def _read_part(path: str, kind: str, spec: InputSpec, row_group: int | None) -> pd.DataFrame:
+    """One partition's raw rows, read as the local engine reads them."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).read_row_group(row_group).to_pandas(integer_object_nulls=True)
+    from iptnlp.io import _csv_chunks
+
+    frames = list(_csv_chunks(path, spec, "," if kind == "csv" else "\t"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def tag_part(part: tuple, spec: InputSpec, model_dir: str, threshold: float | None, course_length: int,
+             on_phi: str = "flag") -> pd.DataFrame:
+    """Read and tag one partition ``(path, kind, row group or None, first row)``. A failure is reported
+    by file and partition, never with the exception's own text (a decode error's repr holds note text,
+    and a worker logs what it raises)."""
+    path, kind, row_group, first_row = part
+    try:
+        frame = _read_part(path, kind, spec, row_group).reset_index(drop=True)
+        return _tagger(model_dir, threshold, course_length, on_phi).tag_frame(
+            _normalise(frame, path, first_row, spec))
+    except IptnlpError:
+        raise
+    except Exception as exc:
+        where = f"row group {row_group}" if row_group is not None else "the file"
+        raise IptnlpError(f"{path}: tagging {where} failed ({type(exc).__name__}); run it with the local "
+                          f"engine for the line and the fix") from None
 
 
 def _client(scheduler: str | None, workers: int):
@@ -73,8 +103,13 @@ def _client(scheduler: str | None, workers: int):
         except OSError as exc:
             raise IptnlpError(f"cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}); "
                               f"check the address, or leave out --scheduler for a local cluster") from None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
-    return Client(cluster), cluster
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=logging.CRITICAL)
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
 
 
 def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec: InputSpec, *,
@@ -84,7 +119,7 @@ def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec
     """Tag Parquet/CSV/TSV inputs on a Dask cluster into ``output``; same rows as ``tag_files``."""
     try:
         import dask
-        import dask.dataframe  # noqa: F401
+        import dask.dataframe as dd
         import distributed  # noqa: F401
     except ImportError:
         raise IptnlpError("--engine dask needs Dask: pip install 'iptnlp[dask]'") from None
@@ -101,28 +136,28 @@ def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec
     summary = RunSummary()
     start = time.perf_counter()
     client = cluster = None
+
+    def collect(future) -> None:
+        result = future.result()
+        writer.write(result)
+        summary.add(result)
+        summary.seconds = time.perf_counter() - start
+        if progress:
+            progress(f"{summary.notes:,} notes tagged ({summary.notes / summary.seconds:,.0f}/s)")
+
     try:
         client, cluster = _client(scheduler, workers)
         in_flight = 2 * max(1, len(client.scheduler_info().get("workers", {})) or workers)
         model_dir = str(model.path.resolve())
+        meta = result_meta(sorted(columns))
         for path in inputs:
-            ddf = _read(path, input_kind(path), spec)
-            lengths = client.compute(ddf.map_partitions(len)).result().tolist()
-            parts = ddf.to_delayed()
-            first_rows = [1 + sum(lengths[:i]) for i in range(len(lengths))]
+            # results hold lists and dicts: Dask must not turn object columns into strings
+            with dask.config.set({"dataframe.convert-string": False}):
+                ddf = dd.from_map(tag_part, partitions(str(path), input_kind(path)), spec=spec,
+                                  model_dir=model_dir, threshold=threshold, course_length=course_length,
+                                  on_phi=on_phi, meta=meta, enforce_metadata=False)
             pending: deque = deque()
-
-            def collect(future) -> None:
-                result = future.result()
-                writer.write(result)
-                summary.add(result)
-                summary.seconds = time.perf_counter() - start
-                if progress:
-                    progress(f"{summary.notes:,} notes tagged ({summary.notes / summary.seconds:,.0f}/s)")
-
-            for part, first_row in zip(parts, first_rows):
-                task = dask.delayed(tag_partition, pure=False)(part, str(path), first_row, spec, model_dir,
-                                                               threshold, course_length, on_phi)
+            for task in ddf.to_delayed():
                 pending.append(client.compute(task))
                 if len(pending) >= in_flight:
                     collect(pending.popleft())

@@ -339,15 +339,11 @@ def main(argv: list[str] | None = None) -> int:
 DRIFT_SWEEP = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def combine_themes(theme_proba: np.ndarray, ruled: list[set[str]], threshold: float,
-                   rules_join) -> list[list[str]]:
-    """Themes found per note exactly as ``Tagger.tag_frame`` combines them: the learned model's
-    themes at ``threshold``, plus rule hits for the themes in ``rules_join``."""
-    from iptnlp.taxonomy import THEME_IDS
+def combine_themes(theme_proba: np.ndarray, ruled: list[set[str]], phases: list[str], cfg) -> list[list[str]]:
+    """Themes found per note exactly as ``Tagger.tag_frame`` decides them (``themes.decide_themes``)."""
+    from iptnlp.themes import decide_themes
 
-    join = set(rules_join)
-    return [[t for j, t in enumerate(THEME_IDS) if theme_proba[i, j] >= threshold or (t in ruled[i] and t in join)]
-            for i in range(len(ruled))]
+    return [decide_themes(theme_proba[i], ruled[i], phases[i], cfg) for i in range(len(ruled))]
 
 
 def _prf(tp: int, fp: int, fn: int) -> dict:
@@ -497,16 +493,18 @@ def heldout_predictions(records: list[dict], model_dir=None):
 def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path=None,
                             heldout: list[Path] = (), say=print) -> dict:
     """Themes (per theme, off-phase flags) and the audit, out-of-fold on the corpus and on held-out notes."""
+    from dataclasses import replace
+
     from iptnlp.audit import load_audit_config
 
     audit_cfg = load_audit_config(audit_config_path)
     records = _read_jsonl(corpus)
     base, area, theme_proba, ruled = oof_corpus_predictions(records, config_path=config_path, say=say)
     tc = base.model.themes
-    themes = combine_themes(theme_proba, ruled, tc.threshold, tc.rules_join)
     gold = [r["themes"] for r in records]
     phases = [r["phase"] for r in records]
-    learned_only = combine_themes(theme_proba, ruled, tc.threshold, ())
+    themes = combine_themes(theme_proba, ruled, phases, tc)
+    learned_only = combine_themes(theme_proba, ruled, phases, replace(tc, rules_join=()))
     section = {
         "corpus": {"path": corpus.name, "notes": len(records),
                    "how": "5-fold cross-validation grouped by course for the learned area and theme models; "
@@ -516,6 +514,7 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                    "themes_learned_only": theme_flag_metrics(gold, learned_only, phases)["micro"],
                    "audit": audit_check(records, area, themes, audit_cfg)},
         "theme_threshold": tc.threshold, "rules_join": list(tc.rules_join),
+        "off_phase_threshold": tc.off_phase_threshold, "off_phase_rule_threshold": tc.off_phase_rule_threshold,
     }
     if heldout:
         from iptnlp.corpus import load_corpus
@@ -565,7 +564,10 @@ def markdown_themes_audit(section: dict) -> str:
     lines = ["", "## Themes and the focus-adherence audit", "",
              "`python -m iptnlp.evaluate --only themes-audit`. Themes are combined exactly as `iptnlp tag` "
              f"does: the learned model at threshold {section['theme_threshold']}, plus rule hits for "
-             f"{', '.join(section['rules_join'])}. Gold drift = a middle session whose `area` label is not "
+             f"{', '.join(section['rules_join'])}; outside its phases a theme needs the learned model's "
+             f"probability {section.get('off_phase_threshold', 0.5)}, or a rule hit with "
+             f"{section.get('off_phase_rule_threshold', 0.0)}. "
+             f"Gold drift = a middle session whose `area` label is not "
              "in the course's `focus`; gold missing themes come from the theme labels.", ""]
     parts = [("corpus", "Corpus, out-of-fold")] + ([("heldout", "Held-out notes")] if "heldout" in section else [])
     for key, title in parts:

@@ -114,9 +114,28 @@ def probe(path: str, spec: InputSpec) -> list[str]:
     return columns
 
 
+def _looks_like_a_column_name(name: str) -> bool:
+    """Short, at most three words, and no leftover identifier: otherwise it may be a note's words
+    (a file without a header row) and must not be quoted in a message."""
+    if len(name) > 30 or name.count(" ") > 2 or any(ch in name for ch in "\n\r\t"):
+        return False
+    try:
+        from iptnlp.phi import PhiGuard
+
+        global _NAME_GUARD
+        if _NAME_GUARD is None:
+            _NAME_GUARD = PhiGuard.from_config()
+        return not _NAME_GUARD.find(name)
+    except Exception:   # the guard's rules unreadable: stay on the safe side
+        return False
+
+
+_NAME_GUARD = None
+
+
 def describe_columns(columns: list[str]) -> str:
     """Column names for a message; a 'name' that looks like note text is not quoted."""
-    shown = [repr(c) if len(c) <= 40 and "\n" not in c else f"<{len(c)}-character name>"
+    shown = [repr(c) if _looks_like_a_column_name(c) else f"<{len(c)}-character name>"
              for c in (str(c) for c in columns[:20])]
     found = ", ".join(shown) or "none"
     if any(s.startswith("<") for s in shown):
@@ -270,6 +289,13 @@ def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator
             stream.close()
 
 
+def _as_text(value) -> str:
+    """An id as text; a whole float (7.0, as pandas makes a numeric column with gaps) reads as 7."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def _is_blank(value) -> bool:
     return value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value) \
         or (isinstance(value, str) and not value.strip())
@@ -304,7 +330,7 @@ def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec
     out["row"] = range(first_row, first_row + n)
     ids = frame[spec.id_col] if spec.id_col in frame else pd.Series([None] * n)
     stem = Path(source).stem if source != "<stdin>" else "stdin"
-    out["note_id"] = [str(v) if not _is_blank(v) else f"{stem}:{r}"
+    out["note_id"] = [_as_text(v) if not _is_blank(v) else f"{stem}:{r}"
                       for v, r in zip(ids.tolist(), out["row"])]
     texts = frame[spec.text_col].tolist() if spec.text_col in frame else [None] * n
     errors = frame["_error"].tolist() if "_error" in frame else [None] * n
@@ -345,7 +371,7 @@ def _normalise(frame: pd.DataFrame, source: str, first_row: int, spec: InputSpec
                 errors[i] = f"row {first_row + i}: session is greater than total_sessions"
     for col in ("case_id", "phase", "focus"):
         if col in out:
-            out[col] = [None if _is_blank(v) else str(v) for v in out[col].tolist()]
+            out[col] = [None if _is_blank(v) else _as_text(v) for v in out[col].tolist()]
     out["text"] = pd.Series(clean_texts, dtype=object)
     out["error"] = pd.Series(errors, dtype=object)
     return out
@@ -407,7 +433,11 @@ class ResultWriter:
     def _lock(self) -> None:
         lock_path = self.path.with_name(f".{self.path.name}.lock")
         while True:
-            fh = open(lock_path, "a+", encoding="utf-8")
+            try:
+                fh = open(lock_path, "a+", encoding="utf-8")
+            except OSError as exc:
+                raise OutputError(f"cannot write beside {self.path} ({exc.strerror}); check the folder's "
+                                  f"permissions or choose another -o path") from None
             try:
                 import fcntl
             except ImportError:   # no flock (Windows): the lock file's existence is the lock
@@ -417,7 +447,11 @@ class ResultWriter:
                     fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 elif fh.tell() > 0:
                     raise BlockingIOError
-            except (BlockingIOError, PermissionError):
+            except OSError as exc:
+                if not isinstance(exc, (BlockingIOError, PermissionError)):
+                    fh.close()
+                    raise OutputError(f"cannot lock {lock_path} ({exc.strerror}); the file system may not "
+                                      f"support locks: choose an -o path on a local disk") from None
                 fh.seek(0)
                 owner = fh.read().strip()
                 fh.close()
@@ -454,7 +488,7 @@ class ResultWriter:
         import shutil
 
         partial = self.partial_dir
-        if self.path.exists() and not force:
+        if self.path.exists() and not force and not (resume and (partial / "run.json").is_file()):
             hint = "it is complete, so there is nothing to resume; " if resume else ""
             raise OutputError(f"{self.path} already exists; {hint}pass --force to overwrite it or choose "
                               f"another -o path")
@@ -484,7 +518,7 @@ class ResultWriter:
         (partial / "run.json").write_text(json.dumps(stamp), encoding="utf-8")
 
     def _part_files(self) -> list[Path]:
-        return sorted(self.partial_dir.glob("part*-*.done"))
+        return sorted(self.partial_dir.glob("part*-*.done"), key=lambda p: int(p.name[4:].split("-")[0]))
 
     def write(self, frame: pd.DataFrame) -> None:
         if frame.empty:   # a header-only input: nothing to write (close() writes an empty file)
@@ -531,7 +565,7 @@ class ResultWriter:
         if self.path is None:
             self._fh.flush()
             return
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp = self.partial_dir / "joined.tmp"   # same file system as the target, gone with the folder
         try:
             parts = self._part_files()
             if self.format == "parquet":

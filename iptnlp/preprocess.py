@@ -506,7 +506,7 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
     rules = to_dict(cfg)
     nlp = spacy.blank("en")
     nlp.tokenizer = TextKeepingTokenizer(nlp.tokenizer)
-    nlp.max_length = MAX_NOTE_CHARS + 1   # longer notes are error rows before they get here
+    nlp.max_length = MAX_NOTE_CHARS + 1   # longer notes (also once redacted) are error rows before here
     nlp.add_pipe("iptnlp_placeholders", config={"rules": rules})
     nlp.add_pipe("iptnlp_lemmas", config={"rules": rules})
     nlp.add_pipe("iptnlp_sentences")

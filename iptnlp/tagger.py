@@ -14,9 +14,10 @@ import numpy as np
 import pandas as pd
 
 from iptnlp import phi as _phi
-from iptnlp.errors import InputError
+from iptnlp.errors import InputError, OutputError
 from iptnlp.io import (
     CARRIED,
+    MAX_NOTE_CHARS,
     PROBA_COLUMNS,
     RESULT_COLUMNS,
     TRAILING_COLUMNS,
@@ -26,8 +27,8 @@ from iptnlp.io import (
     read_chunks,
 )
 from iptnlp.model import AreaModel
-from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, THEME_IDS, phase_of
-from iptnlp.themes import off_phase, themes_of
+from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, phase_of
+from iptnlp.themes import decide_themes, off_phase, themes_of
 
 _DEFAULT_FINDERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -109,6 +110,12 @@ class Tagger:
             else:
                 if self.on_phi == "redact":
                     texts[k] = self.guard.redact(texts[k], found[k])
+                    if len(texts[k]) > MAX_NOTE_CHARS:   # placeholders can be longer than what they replace
+                        ok[i] = False
+                        status[i] = "error"
+                        errors[i] = (f"row {out['row'].iat[i]}: text is over {MAX_NOTE_CHARS:,} characters "
+                                     f"once redacted; split it")
+                        continue
                     tokenized[k] = nlp.make_doc(texts[k])
                 keep.append(k)
         docs = list(self.model.preprocessor.pipe([tokenized[k] for k in keep]))
@@ -126,7 +133,7 @@ class Tagger:
         decided = self.model.decide(proba, self.threshold) if len(docs) else []
         learned = self.model.theme_estimator is not None
         theme_proba = self.model.predict_themes(docs) if learned else None
-        theme_threshold = self.model.config.model.themes.threshold
+        theme_cfg = self.model.config.model.themes
         for k, i in enumerate(np.flatnonzero(ok)):
             doc = docs[k]
             area[i] = decided[k]
@@ -136,9 +143,7 @@ class Tagger:
             phase[i] = self.phase_of(meta["session"][i], meta["total_sessions"][i], meta["phase"][i])
             # the learned theme model decides where the model has one; the rules point at the words
             if learned:
-                ruled = {h.label for h in hits if h.label in self.rules_join}
-                themes[i] = [t for j, t in enumerate(THEME_IDS)
-                             if theme_proba[k, j] >= theme_threshold or t in ruled]
+                themes[i] = decide_themes(theme_proba[k], {h.label for h in hits}, phase[i], theme_cfg)
             else:
                 themes[i] = themes_of(hits)
             off[i] = off_phase(themes[i], phase[i])
@@ -241,11 +246,12 @@ class RunSummary:
         dup = np.flatnonzero(counts[inverse] > 1)
         if not len(dup):
             return None
-        where = [(src, row) for _, sources, rows in self._ids
-                 for src, row in zip(sources if sources is not None else [None] * len(rows), rows)]
+        sources = np.concatenate([s if s is not None else np.full(len(h), None, dtype=object)
+                                  for h, s, _ in self._ids])
+        rows = np.concatenate([r if r is not None else np.zeros(len(h), dtype=int) for h, _, r in self._ids])
         groups: dict[int, list] = {}
-        for i in dup:
-            groups.setdefault(int(inverse[i]), []).append(where[i])
+        for i in dup:   # only the duplicated positions are looked at
+            groups.setdefault(int(inverse[i]), []).append((sources[i], rows[i]))
         shown = "; ".join(" and ".join(f"{Path(str(src)).name} row {row}" if src else f"row {row}"
                                        for src, row in rows[:4]) for rows in list(groups.values())[:show])
         more = f" and {len(groups) - show} more" if len(groups) > show else ""
@@ -396,11 +402,14 @@ def run_fingerprint(inputs: list[str], model: AreaModel, spec: InputSpec, *, thr
 
     files = []
     for path in inputs:
-        if path == "-":
+        if path == "-":   # stdin cannot be checked: tag_files refuses to resume from it
             files.append(["-"])
             continue
-        st = os.stat(path)
-        files.append([str(Path(path).resolve()), st.st_size, st.st_mtime_ns])
+        p = Path(path)
+        members = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        for f in members:   # a folder: every file in it, so a note edited in place shows
+            st = os.stat(f)
+            files.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
     return {"inputs": files, "model_sha256": model.card.get("model_sha256"), "threshold": threshold,
             "course_length": course_length, "text_col": spec.text_col, "id_col": spec.id_col,
             "encoding": spec.encoding, "on_error": spec.on_error, "on_phi": on_phi}
@@ -415,6 +424,9 @@ def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: Inp
 
     With ``resume``, an interrupted run into ``output`` continues after the rows it already wrote.
     """
+    if resume and "-" in inputs:
+        raise OutputError("--resume cannot check that stdin holds the same notes as before; write them to "
+                          "a file and tag that file")
     columns: set[str] = set()
     for path in inputs:   # every file-level problem surfaces before any output is written
         columns.update(probe(path, spec))

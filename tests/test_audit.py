@@ -403,7 +403,18 @@ def test_theme_flag_metrics_off_phase_precision():
     # flags raised: inventory in a middle session (right), role play and a goodbye talk in initial (one wrong)
     assert (m["off_phase"]["tp"], m["off_phase"]["fp"]) == (2, 1)
     assert m["micro"]["tp"] == 2 and m["micro"]["fp"] == 2
-    proba = np.zeros((1, 13))
-    proba[0, 0] = 0.6
-    assert combine_themes(proba, [{"role_play", "formulation"}], 0.5, ["role_play"]) == [
-        ["symptom_review", "role_play"]]
+    from iptnlp.config import ThemeModelConfig
+    from iptnlp.taxonomy import THEME_IDS
+
+    cfg = ThemeModelConfig(threshold=0.5, rules_join=("role_play", "interpersonal_inventory"),
+                           off_phase_threshold=0.7, off_phase_rule_threshold=0.2)
+    proba = np.zeros((4, 13))
+    proba[:, 0] = 0.6                                       # symptom_review: fits every phase
+    inv = THEME_IDS.index("interpersonal_inventory")
+    proba[1, inv], proba[2, inv], proba[3, inv] = 0.1, 0.75, 0.3
+    ruled = [{"role_play", "formulation"}, {"interpersonal_inventory"}, set(), {"interpersonal_inventory"}]
+    # a rule hit joins in its phase; off-phase (an inventory in the middle) the learned model at 0.7,
+    # or a rule hit backed by at least 0.2
+    assert combine_themes(proba, ruled, ["middle"] * 4, cfg) == [
+        ["symptom_review", "role_play"], ["symptom_review"], ["symptom_review", "interpersonal_inventory"],
+        ["symptom_review", "interpersonal_inventory"]]

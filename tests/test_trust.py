@@ -344,3 +344,55 @@ def test_two_runs_into_one_path_never_interleave(tmp_path, small_model_dir, corp
     third = subprocess.run(args, capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     assert len(out.read_text().splitlines()) == 30
+
+
+def test_resume_refuses_stdin_and_sees_a_note_edited_in_a_folder(tmp_path, small_model):
+    from iptnlp.errors import OutputError
+    from iptnlp.io import InputSpec
+    from iptnlp.tagger import run_fingerprint, tag_files
+
+    with pytest.raises(OutputError, match="--resume cannot check that stdin"):
+        tag_files(["-"], str(tmp_path / "o.csv"), small_model, InputSpec(), resume=True)
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Argued with her sister.")
+    before = run_fingerprint([str(folder)], small_model, InputSpec(), threshold=None, course_length=16)
+    (folder / "a.txt").write_text("Argued with her brother.")   # same folder, one note edited in place
+    after = run_fingerprint([str(folder)], small_model, InputSpec(), threshold=None, course_length=16)
+    assert before != after
+
+
+def test_numeric_case_ids_with_gaps_stay_one_case(tmp_path):
+    from iptnlp.io import InputSpec, read_chunks
+
+    src = tmp_path / "n.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"text": "a", "case_id": 7}, {"text": "b", "case_id": 7}, {"text": "c"}, {"text": "d", "case_id": 7}]))
+    ids = [c for f in read_chunks(str(src), InputSpec(chunk_size=2)) for c in f["case_id"]]
+    assert [None if pd.isna(c) else c for c in ids] == ["7", "7", None, "7"]
+
+
+def test_a_headerless_file_does_not_show_short_note_words(tmp_path, small_model_dir):
+    src = tmp_path / "noheader.csv"
+    src.write_text(f"a,Seen with Mr. Okafor re sister {CANARY}\nb,second note\n")
+    result = CliRunner().invoke(main, ["tag", str(src), "-o", str(tmp_path / "o.csv"), "--model",
+                                       str(small_model_dir)])
+    assert result.exit_code == 1 and "no 'text' column" in result.output
+    assert "Okafor" not in result.output and CANARY not in result.output
+
+
+def test_dask_engine_errors_never_quote_the_notes(tmp_path, small_model, capfd):
+    pytest.importorskip("distributed")
+    from iptnlp.dask_engine import tag_files_dask
+    from iptnlp.errors import IptnlpError
+    from iptnlp.io import InputSpec
+
+    src = tmp_path / "late-bad-byte.csv"
+    good = "".join(f"n{i},Argued with her sister about the house again {i}\n" for i in range(6000))
+    src.write_bytes(b"note_id,text\n" + good.encode() + b"bad,caf\xe9 " + CANARY.encode() + b"\n")
+    with pytest.raises(IptnlpError) as err:
+        tag_files_dask([str(src)], str(tmp_path / "o.csv"), small_model, InputSpec(), workers=1)
+    assert "late-bad-byte.csv" in str(err.value) and CANARY not in str(err.value)
+    out, errout = capfd.readouterr()
+    assert CANARY not in out and CANARY not in errout
+    assert not (tmp_path / "o.csv").exists()
