@@ -195,7 +195,9 @@ def read_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
 
 def _csv_chunks(path: str, spec: InputSpec, sep: str) -> Iterator[pd.DataFrame]:
     try:
+        # a blank line is an empty note (a one-column file), never skipped: every row is accounted for
         reader = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+                             skip_blank_lines=False,
                              chunksize=spec.chunk_size, encoding=_encoding(spec))
         yield from reader
     except UnicodeDecodeError:
