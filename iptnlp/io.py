@@ -260,10 +260,12 @@ def _txt_files(folder: Path) -> list[Path]:
 
 def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator[pd.DataFrame]:
     rows: list[dict] = []
+    seen = 0
     try:
         for lineno, raw in enumerate(stream, start=1):
             if not raw.strip():
                 continue
+            seen += 1
             problem = None
             try:
                 record = json.loads(raw.decode(_encoding(spec)))
@@ -286,6 +288,9 @@ def _jsonl_chunks(stream, source: str, spec: InputSpec, close: bool) -> Iterator
                 rows = []
         if rows:
             yield pd.DataFrame(rows)
+        if not seen and source == "<stdin>":   # a file is checked before the run (probe); stdin only here
+            raise InputError("<stdin>: no notes arrived (empty input); pipe one JSON object per line, "
+                             "e.g. cat notes.jsonl | iptnlp tag -")
     finally:
         if close:
             stream.close()

@@ -396,3 +396,10 @@ def test_dask_engine_errors_never_quote_the_notes(tmp_path, small_model, capfd):
     out, errout = capfd.readouterr()
     assert CANARY not in out and CANARY not in errout
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_empty_stdin_is_an_error_not_an_empty_success(small_model_dir):
+    result = CliRunner().invoke(main, ["tag", "-", "--model", str(small_model_dir)], input="")
+    assert result.exit_code == 1
+    assert "Error: <stdin>: no notes arrived (empty input)" in result.output
+    assert "{" not in result.output
