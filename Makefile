@@ -37,7 +37,7 @@ demo: $(STAMP) ## tag data/examples/ with the shipped model and print a summary
 	@mkdir -p reports
 	$(BIN)/iptnlp tag data/examples/notes.csv -o $(DEMO_OUT) --force
 	@$(BIN)/python -c "import pandas as pd; d = pd.read_csv('$(DEMO_OUT)'); \
-	print(d[['note_id','status','area','confidence','phase','themes','off_phase_themes']].round(2).fillna('').to_string(index=False)); \
+	print(d[['note_id','status','area','confidence','phase','themes','off_phase_themes']].round(2).astype(object).fillna('').to_string(index=False)); \
 	print('\nwritten to $(DEMO_OUT):', len(d), 'rows;', d['area'].value_counts().to_dict())"
 
 test: $(STAMP) ## run the test suite (slow tests excluded)
