@@ -102,8 +102,10 @@ def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, e
 
     INPUT is a .csv, .tsv, .jsonl or .parquet file, a folder of .txt files (id = file name), or -
     for JSONL on stdin. Every input row gives exactly one output row, in input order, with
-    status ok or error, the area and its probabilities, the phase, the themes found (and those
-    off-phase), and the evidence (character offsets and words) for the area and each theme.
+    status ok, error or skipped, the area and its probabilities, the phase, the themes found (and
+    those off-phase), the evidence (character offsets and words) for the area and each theme, and
+    any leftover identifiers found (phi_flags). Results are written under a hidden name and renamed
+    when the run completes; --resume continues an interrupted run.
 
     \b
     Examples:
