@@ -138,9 +138,8 @@ def tag(inputs, output, model_dir, id_col, text_col, force, resume, threshold, e
 
         summary = tag_files_dask(list(inputs), output, model, spec, scheduler=scheduler,
                                  workers=workers or default_workers(), force=force, threshold=threshold,
-                                 course_length=course_length, on_phi=on_phi, progress=_say(quiet))
-        if summary.duplicate_ids():
-            stderr_warning(summary.duplicate_ids())
+                                 course_length=course_length, on_phi=on_phi, progress=_say(quiet),
+                                 warn=stderr_warning)
     else:
         summary = tag_files(list(inputs), output, model, spec, force=force, threshold=threshold,
                             course_length=course_length, workers=workers or default_workers(),

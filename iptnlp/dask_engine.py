@@ -18,7 +18,6 @@ workers must have iptnlp installed and the inputs and model folder readable at t
 from __future__ import annotations
 
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -27,7 +26,7 @@ import pandas as pd
 from iptnlp.errors import InputError, IptnlpError
 from iptnlp.io import InputSpec, ResultWriter, _normalise, input_kind, probe
 from iptnlp.model import AreaModel
-from iptnlp.tagger import RunSummary, Tagger, result_columns
+from iptnlp.tagger import RunSummary, Tagger, result_columns, write_results
 from iptnlp.taxonomy import DEFAULT_COURSE_LENGTH
 
 DASK_KINDS = ("parquet", "csv", "tsv")
@@ -115,7 +114,8 @@ def _client(scheduler: str | None, workers: int):
 def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec: InputSpec, *,
                    scheduler: str | None = None, workers: int = 2, force: bool = False,
                    threshold: float | None = None, course_length: int = DEFAULT_COURSE_LENGTH,
-                   on_phi: str = "flag", progress: Callable[[str], None] | None = None) -> RunSummary:
+                   on_phi: str = "flag", progress: Callable[[str], None] | None = None,
+                   warn: Callable[[str], None] | None = None) -> RunSummary:
     """Tag Parquet/CSV/TSV inputs on a Dask cluster into ``output``; same rows as ``tag_files``."""
     try:
         import dask
@@ -133,44 +133,31 @@ def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec
                              f"the local engine (leave out --engine)")
         columns.update(probe(path, spec))
     writer = ResultWriter(output, result_columns(columns), force=force, inputs=inputs)
-    summary = RunSummary()
-    start = time.perf_counter()
-    client = cluster = None
 
-    def collect(future) -> None:
-        result = future.result()
-        writer.write(result)
-        summary.add(result)
-        summary.seconds = time.perf_counter() - start
-        if progress:
-            progress(f"{summary.notes:,} notes tagged ({summary.notes / summary.seconds:,.0f}/s)")
+    def results():
+        client = cluster = None
+        try:
+            client, cluster = _client(scheduler, workers)
+            in_flight = 2 * max(1, len(client.scheduler_info().get("workers", {})) or workers)
+            model_dir = str(model.path.resolve())
+            meta = result_meta(sorted(columns))
+            for path in inputs:
+                # results hold lists and dicts: Dask must not turn object columns into strings
+                with dask.config.set({"dataframe.convert-string": False}):
+                    ddf = dd.from_map(tag_part, partitions(str(path), input_kind(path)), spec=spec,
+                                      model_dir=model_dir, threshold=threshold, course_length=course_length,
+                                      on_phi=on_phi, meta=meta, enforce_metadata=False)
+                pending: deque = deque()
+                for task in ddf.to_delayed():
+                    pending.append(client.compute(task))
+                    if len(pending) >= in_flight:
+                        yield pending.popleft().result()
+                while pending:
+                    yield pending.popleft().result()
+        finally:
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
 
-    try:
-        client, cluster = _client(scheduler, workers)
-        in_flight = 2 * max(1, len(client.scheduler_info().get("workers", {})) or workers)
-        model_dir = str(model.path.resolve())
-        meta = result_meta(sorted(columns))
-        for path in inputs:
-            # results hold lists and dicts: Dask must not turn object columns into strings
-            with dask.config.set({"dataframe.convert-string": False}):
-                ddf = dd.from_map(tag_part, partitions(str(path), input_kind(path)), spec=spec,
-                                  model_dir=model_dir, threshold=threshold, course_length=course_length,
-                                  on_phi=on_phi, meta=meta, enforce_metadata=False)
-            pending: deque = deque()
-            for task in ddf.to_delayed():
-                pending.append(client.compute(task))
-                if len(pending) >= in_flight:
-                    collect(pending.popleft())
-            while pending:
-                collect(pending.popleft())
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    summary.seconds = time.perf_counter() - start
-    return summary
+    return write_results(results(), writer, RunSummary(), progress=progress, warn=warn)

@@ -74,10 +74,6 @@ class Tagger:
             if theme_rules is None:   # built once per model: tag() may be called for every DataFrame
                 _DEFAULT_FINDERS[model] = finder
         self.themes = finder
-        self.rules_join = set(model.config.model.themes.rules_join)
-
-    def phase(self, row: dict) -> str:
-        return self.phase_of(row.get("session"), row.get("total_sessions"), row.get("phase"))
 
     def tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order."""
@@ -440,10 +436,19 @@ def tag_files(inputs: list[str], output: str | None, model: AreaModel, spec: Inp
                  f"(--resume continues such a run instead)")
     if progress and resume:
         progress(f"resuming after the {writer.resume_rows:,} rows already written")
+    return write_results(tag_chunks(inputs, model, spec, workers=workers, threshold=threshold,
+                                    course_length=course_length, skip_rows=writer.resume_rows, on_phi=on_phi),
+                         writer, summary, progress=progress, warn=warn)
+
+
+def write_results(results: Iterable[pd.DataFrame], writer: ResultWriter, summary: RunSummary, *,
+                  progress: Callable[[str], None] | None = None,
+                  warn: Callable[[str], None] | None = None) -> RunSummary:
+    """Write result chunks as they come (any engine), counting them; the output is moved into place
+    only when all are written, and left out (parts kept for --resume) when anything fails."""
     start = time.perf_counter()
     try:
-        for result in tag_chunks(inputs, model, spec, workers=workers, threshold=threshold,
-                                 course_length=course_length, skip_rows=writer.resume_rows, on_phi=on_phi):
+        for result in results:
             writer.write(result)
             summary.add(result)
             summary.seconds = time.perf_counter() - start
