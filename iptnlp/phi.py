@@ -108,7 +108,9 @@ _TLDS = ("com|org|net|edu|gov|mil|int|io|co|uk|us|ca|au|nz|ie|de|fr|es|it|nl|be|
 _URL = re.compile(r"(?i:\b(?:(?:https?|ftp)://|www\.))[^\s<>\"'\]\[]+"
                   rf"|(?<![@\w.-])(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+(?:{_TLDS})\b(?:/[^\s<>\"'\]\[]*)?")
 _URL_HINT = re.compile(rf"(?i)://|www\.|\.(?:{_TLDS})\b")
-_DOT_HINT = re.compile(r"(?i)[\s\[(]dot[\s\])]|[\[(]at[\])]|\sat\s+[\w-]+\.(?:com|org|net|edu)\b")
+_TLD_HINT = re.compile(rf"(?i)\.(?:{_TLDS})\b")          # the last part of _URL_HINT, found fast after a "."
+_DOT_TLDS = ("com", "org", "net", "edu")
+_DOT_HINT = re.compile(rf"(?i)[\s\[(]dot[\s\])]|[\[(]at[\])]|\sat\s+[\w-]+\.(?:{'|'.join(_DOT_TLDS)})\b")
 _SSN = re.compile(r"(?<![\w-])\d{3}-\d{2}-\d{4}(?![\w-])")
 _PHONE = re.compile(
     r"(?<![\w+])(?:"
@@ -154,19 +156,25 @@ class PhiGuard:
     """Finds leftover identifiers in note text; build once, then ``find``/``find_many``/``redact``."""
 
     def __init__(self, config: PhiConfig | None = None, preprocess_config: str | Path | None = None,
-                 batch_size: int = 256, vocab=None):
+                 batch_size: int = 256, vocab=None, nlp=None):
         import spacy
+        from spacy.attrs import LOWER, SHAPE
         from spacy.lang.en.stop_words import STOP_WORDS
         from spacy.matcher import Matcher, PhraseMatcher
+        from spacy.tokens import Doc
 
         from iptnlp.preprocess import PlaceholderKinds
 
         self.config = cfg = config or load_phi_config()
         self.batch_size = batch_size
         self.placeholders = PlaceholderKinds(load_preprocess_config(preprocess_config or DEFAULT_PREPROCESS_CONFIG))
-        # ``vocab``: share the tagging pipeline's, so that its tokenized Docs can be read here (find_docs)
-        self.nlp = spacy.blank("en", vocab=vocab) if vocab is not None else spacy.blank("en")
-        self.nlp.max_length = 10_000_000
+        # ``nlp``: the tagging pipeline, whose vocab and tokenizer (only) the guard then shares, so that
+        # its tokenized Docs can be read here (find_docs) and no second tokenizer is built (a fifth
+        # of a second of start-up); ``vocab``: share only the vocab
+        if nlp is None:
+            nlp = spacy.blank("en", vocab=vocab) if vocab is not None else spacy.blank("en")
+            nlp.max_length = 10_000_000
+        self.nlp = nlp
         low = lambda words: {w.lower() for w in words}  # noqa: E731
         self.titles = low(cfg.titles)
         self.weak_titles = low(cfg.weak_titles)
@@ -212,9 +220,17 @@ class PhiGuard:
         hyphen = {"ORTH": "-", "SPACY": False}
         piece = {"IS_ALPHA": True}
         initial = {"SHAPE": {"IN": ["X", "X."]}}
+        dotted_initial = {"SHAPE": "X."}
         dot = {"ORTH": ".", "OP": "?"}
         # one Matcher per rule, each run only when a cheap look at the text says it may match
-        self.matchers = {rule: Matcher(self.nlp.vocab) for rule in ("TITLED", "PAIR", "DATE", "ADDRESS")}
+        self.matchers = {rule: Matcher(self.nlp.vocab)
+                         for rule in ("TITLED", "PAIR", "DATE", "ADDRESS", "WEEKDAY", "STREET")}
+        patterns: dict[str, list[list[dict]]] = {rule: [] for rule in self.matchers}
+
+        def add(rule: str, label: str, rule_patterns: list[list[dict]]) -> None:
+            self.matchers[rule].add(label, rule_patterns)
+            patterns[rule] += rule_patterns
+
         self.gates = {
             "TITLED": re.compile(rf"\b(?:{'|'.join(sorted(re.escape(t.title()) for t in self.titles))})\b"),
             "DATE": re.compile(rf"\b(?:{_alternation(self.months, title=True)})\b"),
@@ -227,18 +243,18 @@ class PhiGuard:
         }
         # a title is capitalised ("Ms", "Dr."): "miss Tuesdays" is a verb, "MS." multiple sclerosis
         title_tok = {"LOWER": {"IN": sorted(self.titles | {t + "." for t in self.titles})}, "IS_TITLE": True}
-        self.matchers["TITLED"].add("TITLED", [[title_tok, dot, cap], [title_tok, dot, cap, cap],
-                                               [title_tok, dot, initial, dot, cap],
-                                               [title_tok, dot, cap_joined, hyphen, piece],
-                                               [title_tok, dot, cap, cap_joined, hyphen, piece]])
-        self.matchers["PAIR"].add("PAIR", [[cap, cap], [cap, cap, cap], [cap, initial, dot, cap],
-                                           [cap_joined, hyphen, piece, cap], [cap, cap_joined, hyphen, piece],
-                                           [cap_joined, hyphen, piece, cap_joined, hyphen, piece]])
+        add("TITLED", "TITLED", [[title_tok, dot, cap], [title_tok, dot, cap, cap],
+                                 [title_tok, dot, initial, dot, cap],
+                                 [title_tok, dot, cap_joined, hyphen, piece],
+                                 [title_tok, dot, cap, cap_joined, hyphen, piece]])
+        add("PAIR", "PAIR", [[cap, cap], [cap, cap, cap], [cap, initial, dot, cap],
+                             [cap_joined, hyphen, piece, cap], [cap, cap_joined, hyphen, piece],
+                             [cap_joined, hyphen, piece, cap_joined, hyphen, piece]])
         particle = {"LOWER": {"IN": sorted(low(cfg.name_particles))}, "IS_LOWER": True}
-        self.matchers["PAIR"].add("PARTICLE", [[cap, particle, cap], [cap, particle, particle, cap],
-                                               [cap, cap, particle, cap], [cap, cap, particle, particle, cap]])
+        add("PAIR", "PARTICLE", [[cap, particle, cap], [cap, particle, particle, cap],
+                                 [cap, cap, particle, cap], [cap, cap, particle, particle, cap]])
         # "J. Whitaker"; and a given name from the list standing alone ("C: Marisol never calls")
-        self.matchers["PAIR"].add("INITIAL", [[{"SHAPE": "X."}, cap]])
+        add("PAIR", "INITIAL", [[dotted_initial, cap]])
         self.given = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         alone = self.known_names - self.vocab - low(cfg.place_like_names)
         self.given.add("GIVEN", self._phrases(alone))
@@ -255,13 +271,12 @@ class PhiGuard:
         of = {"LOWER": "of"}
         the = {"LOWER": "the"}
         weekday = {"LOWER": {"IN": sorted(low(cfg.weekdays))}, "IS_TITLE": True}
-        self.matchers["DATE"].add("DATE", [[month, dot, day], [month, dot, day, comma, year],
-                                           [day, month], [day, month, dot, comma, year],
-                                           [day, of, month], [day, of, month, dot, comma, year],
-                                           [month, dot, the, day], [month, dot, the, day, comma, year]])
+        add("DATE", "DATE", [[month, dot, day], [month, dot, day, comma, year],
+                             [day, month], [day, month, dot, comma, year],
+                             [day, of, month], [day, of, month, dot, comma, year],
+                             [month, dot, the, day], [month, dot, the, day, comma, year]])
         # "Tuesday the 14th" names a day too
-        self.matchers["WEEKDAY"] = Matcher(self.nlp.vocab)
-        self.matchers["WEEKDAY"].add("DATE", [[weekday, comma, the, {"SHAPE": {"IN": ["dxx", "ddxx"]}}]])
+        add("WEEKDAY", "DATE", [[weekday, comma, the, {"SHAPE": {"IN": ["dxx", "ddxx"]}}]])
         # (month word, day) of holiday dates, under every spelling of the month ("jul 4", "july 4")
         self.holiday_days = set()
         for item in cfg.holiday_dates:
@@ -272,22 +287,42 @@ class PhiGuard:
                                    "d/d", "d/dd", "dd/d", "dd/dd", "d/ddd", "dd/ddd", "d-dd", "dd-ddd"]}}
         street_word = {"SHAPE": {"IN": cap_shapes + ["dxx", "ddxx", "dddxx", "X", "X.", "XX", "XX."]}}
         street_type = {"LOWER": {"IN": sorted(low(cfg.street_types) | {t + "." for t in low(cfg.street_types)})}}
-        self.matchers["ADDRESS"].add("ADDRESS", [[number, street_word, street_type],
-                                                 [number, street_word, street_word, street_type],
-                                                 [number, street_word, street_word, street_word, street_type]])
+        add("ADDRESS", "ADDRESS", [[number, street_word, street_type],
+                                   [number, street_word, street_word, street_type],
+                                   [number, street_word, street_word, street_word, street_type]])
         # no house number: "lives on Elm Street" (the preposition is left out of the span)
         named_type = {"LOWER": {"IN": sorted(low(cfg.street_types_named))}, "IS_TITLE": True}
-        self.matchers["STREET"] = Matcher(self.nlp.vocab)
-        self.matchers["STREET"].add("STREET", [[{"LOWER": {"IN": ["on", "at", "off", "near"]}}, cap, named_type],
-                                                [{"LOWER": {"IN": ["on", "at", "off", "near"]}}, cap, cap, named_type]])
+        add("STREET", "STREET", [[{"LOWER": {"IN": ["on", "at", "off", "near"]}}, cap, named_type],
+                                 [{"LOWER": {"IN": ["on", "at", "off", "near"]}}, cap, cap, named_type]])
         before = {"LOWER": {"IN": sorted(low(cfg.street_types_before))}, "IS_TITLE": True}
         word = {"IS_ALPHA": True}
-        self.matchers["ADDRESS"].add("ADDRESS", [[number, {"ORTH": ",", "OP": "?"}, before, cap],
-                                                 [number, {"ORTH": ",", "OP": "?"}, before, word, cap],
-                                                 [number, {"ORTH": ",", "OP": "?"}, before, word, word, cap]])
+        add("ADDRESS", "ADDRESS", [[number, {"ORTH": ",", "OP": "?"}, before, cap],
+                                   [number, {"ORTH": ",", "OP": "?"}, before, word, cap],
+                                   [number, {"ORTH": ",", "OP": "?"}, before, word, word, cap]])
         # "MRN: 00123456", "NHS no. 943 476 5919": the value after a label is read from the text
         self.labels = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         self.labels.add("ID_LABEL", self._phrases(low(cfg.id_labels)))
+        # A gated rule runs only on a few tokens around its anchors, tokens every one of its patterns
+        # needs (a title, a month, a street type ...; for a name pair, a capitalised word and what may
+        # follow it): a Matcher's time goes by the token, and most notes have few or no anchors. A
+        # rule whose patterns lack one would run on the whole Doc.
+        strings = self.nlp.vocab.strings
+        self.anchors = {rule: anchor for rule, anchor in {
+            "TITLED": _Anchor.of(patterns["TITLED"], [title_tok], strings),
+            "PAIR": _Anchor.of(patterns["PAIR"], [cap, cap_joined, dotted_initial], strings,
+                               follow=[cap, cap_joined, initial, hyphen, particle]),
+            "DATE": _Anchor.of(patterns["DATE"], [month], strings),
+            "WEEKDAY": _Anchor.of(patterns["WEEKDAY"], [weekday], strings),
+            "STREET": _Anchor.of(patterns["STREET"], [named_type], strings),
+            "ADDRESS": _Anchor.of(patterns["ADDRESS"], [street_type, before], strings),
+        }.items() if anchor is not None}
+        # anchors that are words are found by one PhraseMatcher (a label per rule); the others are
+        # read from the Doc's LOWER and SHAPE columns
+        self.anchor_words = PhraseMatcher(self.nlp.vocab, attr="LOWER")
+        for rule, anchor in self.anchors.items():
+            if anchor.words is not None:
+                self.anchor_words.add(rule, [Doc(self.nlp.vocab, words=[w]) for w in sorted(anchor.words)])
+        self.anchor_attrs = [LOWER, SHAPE]
 
     def _phrases(self, words: Iterable[str]) -> list:
         """PhraseMatcher patterns of ``words``, as the tokenizer splits them and split on spaces
@@ -310,23 +345,25 @@ class PhiGuard:
         return self.find_many([text])[0]
 
     def find_many(self, texts: Iterable[str]) -> list[list[PhiSpan]]:
-        """``find`` for many texts, tokenized in batches through ``nlp.pipe``."""
+        """``find`` for many texts."""
         texts = list(texts)
         for i, text in enumerate(texts):
             if not isinstance(text, str):
                 raise InputError(f"note {i}: expected text (str), got {type(text).__name__}")
-        docs = self.nlp.pipe(texts, batch_size=self.batch_size)
-        return [self._find_doc(doc, text) for text, doc in zip(texts, docs)]
+        tokenizer = self.nlp.tokenizer   # the tokenizer alone, also when the guard shares a pipeline
+        return [self._find_doc(tokenizer(text), text) for text in texts]
 
     def find_docs(self, docs: Sequence, texts: Sequence[str]) -> list[list[PhiSpan]]:
         """``find`` for texts already split by a blank English tokenizer on this guard's vocab
-        (``PhiGuard(vocab=nlp.vocab)``): the tagger tokenizes each note once for both."""
+        (``PhiGuard(nlp=nlp)``): the tagger tokenizes each note once for both."""
         return [self._find_doc(doc, text) for doc, text in zip(docs, texts)]
 
     def _find_doc(self, doc, text: str) -> list[PhiSpan]:
-        masked = self.placeholders.spans(text)
         cands, value_starts = self._matcher_spans(doc, text)
         cands += self._regex_spans(text, value_starts)
+        if not cands:
+            return []           # most notes: no need to look for the placeholders
+        masked = self.placeholders.spans(text)
         return _resolve([(self._extend(c, text), rank) for c, rank in cands], masked)
 
     def _extend(self, span: PhiSpan, text: str) -> PhiSpan:
@@ -353,21 +390,23 @@ class PhiGuard:
         if "@" in text:
             for m in _EMAIL.finditer(text):
                 add(m.start(), m.end(), "email")
-        for m in _URL.finditer(text) if _URL_HINT.search(text) else ():
+        low = text.lower()
+        for m in _URL.finditer(text) if _url_hint(text, low) else ():
             end = m.end()
             while end > m.start() and text[end - 1] in ".,;:!?)":
                 end -= 1
             add(m.start(), end, "url")
-        for m in _SSN.finditer(text):
+        may = _digit_patterns(text)         # most notes have a few short runs of digits, or none
+        for m in _SSN.finditer(text) if "ssn" in may else ():
             add(m.start(), m.end(), "id")
-        for m in _PHONE.finditer(text):
+        for m in _PHONE.finditer(text) if "phone" in may else ():
             # a national number has 10-11 digits ("meds at 0800 1200 1600" are times)
             if m.group().startswith("0") and sum(ch.isdigit() for ch in m.group()) not in (10, 11):
                 continue
             # an NHS/insurance number shaped like a phone number keeps its label's kind
             if m.start() not in value_starts or self.phone_cue.search(text[max(0, m.start() - 12):m.start()]):
                 add(m.start(), m.end(), "phone")
-        for m in _DIGITS.finditer(text):
+        for m in _DIGITS.finditer(text) if "digits" in may else ():
             end = m.end()
             while text[end - 1].isspace() or text[end - 1] == "-":
                 end -= 1
@@ -378,26 +417,26 @@ class PhiGuard:
             before = text[max(0, m.start() - 24):m.start()]
             kind = "phone" if self.phone_cue.search(before) and digits in (10, 11) else "id"
             add(m.start(), end, kind, "digits")
-        for m in _CODE.finditer(text):
+        for m in _CODE.finditer(text) if "code" in may else ():
             if sum(ch.isdigit() for ch in m.group()) >= 5:
                 add(m.start(), m.end(), "id", "digits")
-        for m in _OBFUSCATED_EMAIL.finditer(text) if _DOT_HINT.search(text) else ():
+        for m in _OBFUSCATED_EMAIL.finditer(text) if _dot_hint(text, low) else ():
             add(m.start(), m.end(), "email")
-        for m in _NUM_DATE.finditer(text):
+        for m in _NUM_DATE.finditer(text) if "num_date" in may else ():
             a, b = int(m.group(1)), int(m.group(3))
             if 1 <= min(a, b) <= 12 and 1 <= max(a, b) <= 31:
                 add(m.start(), m.end(), "date")
-        for m in _DAY_MONTH_YEAR.finditer(text):
+        for m in _DAY_MONTH_YEAR.finditer(text) if "day_month_year" in may else ():
             add(m.start(), m.end(), "date")
-        for m in _ISO_DATE.finditer(text):
+        for m in _ISO_DATE.finditer(text) if "num_date" in may else ():
             add(m.start(), m.end(), "date")
-        for m in _SHORT_DATE.finditer(text):
+        for m in _SHORT_DATE.finditer(text) if "short_date" in may else ():
             a, b = int(m.group(1)), int(m.group(2))
             if 1 <= a <= 12 and 1 <= b <= 31 and self.date_cue.search(text[max(0, m.start() - 16):m.start()]):
                 add(m.start(), m.end(), "date")
-        for m in _PO_BOX.finditer(text):
+        for m in _PO_BOX.finditer(text) if "po_box" in may else ():
             add(m.start(), m.end(), "address")
-        for m in _UK_POSTCODE.finditer(text):
+        for m in _UK_POSTCODE.finditer(text) if "postcode" in may else ():
             add(m.start(), m.end(), "address")
         return out
 
@@ -417,10 +456,15 @@ class PhiGuard:
                     out.append(PhiSpan(start + (text[start] == "#"), end, "id"))
         strings = self.nlp.vocab.strings
         matches = []
+        anchored = self._anchored(doc)
         for rule, matcher in self.matchers.items():
             gate = self.gates.get(rule)
-            if gate is None or gate.search(text):
-                matches += matcher(doc)
+            if rule not in self.anchors:
+                if gate is None or gate.search(text):
+                    matches += matcher(doc)
+            elif ((self.anchors[rule].words is None or rule in anchored)     # no anchor word: no match
+                  and (gate is None or gate.search(text))):
+                matches += self._windowed_matches(rule, doc, anchored)
         matches += self.given(doc)
         for match_id, _s, e in self.relations(doc):
             e += e < n and doc[e].text == ","
@@ -469,6 +513,28 @@ class PhiGuard:
             if word not in self.excluded and self._namelike(word):
                 out.append(PhiSpan(m.start(group), m.end(group), "name"))
         return [(span, _RANK[span.kind]) for span in out], value_starts
+
+    def _anchored(self, doc) -> dict[str, list[int]]:
+        """The anchor tokens of the rules anchored on words, by rule (rules with none left out)."""
+        strings = self.nlp.vocab.strings
+        anchored: dict[str, list[int]] = {}
+        for label, s, _e in self.anchor_words(doc):
+            anchored.setdefault(strings[label], []).append(s)
+        return anchored
+
+    def _windowed_matches(self, rule: str, doc, anchored: dict[str, list[int]]) -> list[tuple[int, int, int]]:
+        """``self.matchers[rule](doc)``, run only on the windows around the rule's anchor tokens (where
+        all its matches lie); ``anchored``: from ``_anchored(doc)``."""
+        anchor, matcher, n = self.anchors[rule], self.matchers[rule], len(doc)
+        if anchor.words is not None:
+            hits = anchored.get(rule, [])
+        else:
+            # one attribute per to_array call: spaCy fills a several-attribute array element by element
+            hits = anchor.hits({"LOWER": doc.to_array(self.anchor_attrs[0]).tolist(),
+                                "SHAPE": doc.to_array(self.anchor_attrs[1]).tolist()}) if n else []
+        # a Matcher gives a Span's matches in the Span's offsets
+        return [(match_id, s + a, e + a) for a, b in anchor.windows(hits, n)
+                for match_id, s, e in matcher(doc[a:b])]
 
     def _month_ok(self, span) -> bool:
         """A month-name date: a real day, a capitalised month ("May 4", not "may 2 of them"), a dot
@@ -547,6 +613,84 @@ class PhiGuard:
         return flags(spans)
 
 
+class _Anchor:
+    """Where the matches of a rule can be. Each of its patterns has a required token (no "OP") that
+    one of a few token specs describes, the anchor (and, with ``follow``, a required token right
+    after it that one of ``follow`` describes); a match then lies within ``before`` tokens ahead of
+    an anchor token and ``after`` tokens from it. The specs are read as LOWER and SHAPE values
+    (``first``, ``then``: attribute -> hashes), which leaves out their other attributes (IS_TITLE,
+    SPACY ...): wider than the specs, never narrower. ``words``: the LOWER values, when that is all."""
+
+    __slots__ = ("first", "then", "before", "after", "words")
+
+    def __init__(self, first: dict, then: dict | None, before: int, after: int, words: frozenset | None):
+        self.first, self.then, self.before, self.after, self.words = first, then, before, after, words
+
+    @classmethod
+    def of(cls, patterns: list[list[dict]], specs: list[dict], strings, follow: list[dict] | None = None):
+        """The anchor of ``patterns``, or None when a pattern has none or may repeat a token."""
+        before = after = 0
+        for pattern in patterns:
+            if any(tok.get("OP") not in (None, "?") for tok in pattern):
+                return None             # "+", "*", "{n,m}": a match may be longer than its pattern
+            at = next((i for i, tok in enumerate(pattern) if "OP" not in tok and tok in specs), None)
+            if at is None or follow is not None and not (
+                    at + 1 < len(pattern) and "OP" not in pattern[at + 1] and pattern[at + 1] in follow):
+                return None
+            before, after = max(before, at), max(after, len(pattern) - at)
+        first = _token_values(specs)
+        then = _token_values(follow) if follow is not None else None
+        if first is None or follow is not None and then is None:
+            return None
+        words = first["LOWER"] if then is None and set(first) == {"LOWER"} else None
+
+        def hashed(values: dict[str, frozenset[str]]) -> dict[str, frozenset[int]]:
+            return {attr: frozenset(strings[v] for v in vs) for attr, vs in values.items()}
+
+        return cls(hashed(first), hashed(then) if then is not None else None, before, after, words)
+
+    def hits(self, cols: dict[str, list[int]]) -> list[int]:
+        """The anchor tokens, from the Doc's LOWER and SHAPE columns (hashes, one list each)."""
+        hits = {i for attr, hashes in self.first.items() for i, h in enumerate(cols[attr]) if h in hashes}
+        if self.then is not None:
+            n = len(cols["LOWER"])
+            hits = {i for i in hits if i + 1 < n and any(cols[attr][i + 1] in hashes
+                                                          for attr, hashes in self.then.items())}
+        return sorted(hits)
+
+    def windows(self, hits: list[int], n: int) -> list[tuple[int, int]]:
+        """Token ranges ``[a, b)`` (sorted, apart) that hold every match around the anchor tokens
+        ``hits`` of a Doc of ``n`` tokens."""
+        out: list[tuple[int, int]] = []
+        for i in sorted(hits):
+            a, b = max(0, i - self.before), min(n, i + self.after)
+            if out and a <= out[-1][1]:
+                out[-1] = (out[-1][0], max(b, out[-1][1]))
+            else:
+                out.append((a, b))
+        return out
+
+
+def _token_values(specs: list[dict]) -> dict[str, frozenset[str]] | None:
+    """The LOWER and SHAPE values of tokens that one of ``specs`` describes (an ORTH is read as its
+    LOWER); None when a spec constrains neither to a list of values."""
+    values: dict[str, set[str]] = {"LOWER": set(), "SHAPE": set()}
+    for spec in specs:
+        attr = next((a for a in ("LOWER", "ORTH", "SHAPE") if a in spec), None)
+        if attr is None:
+            return None
+        value = spec[attr]
+        if isinstance(value, dict) and set(value) != {"IN"}:
+            return None
+        words = value["IN"] if isinstance(value, dict) else [value]
+        if not all(isinstance(w, str) for w in words):
+            return None
+        if attr == "ORTH":
+            attr, words = "LOWER", [w.lower() for w in words]
+        values[attr] |= set(words)
+    return {attr: frozenset(vs) for attr, vs in values.items() if vs}
+
+
 def _name_units(span) -> list[tuple[object, str]]:
     """The words of a candidate name as (first token, lower-case word), hyphenated parts joined
     ("Min-jung" is one word), initials and dots left out."""
@@ -592,6 +736,58 @@ def _resolve(cands: list[tuple[PhiSpan, int]], masked: list[tuple[int, int, str]
         if all(c.end <= k.start or c.start >= k.end for k in kept):
             kept.append(c)
     return sorted(kept)
+
+
+def _url_hint(text: str, low: str) -> bool:
+    """``_URL_HINT.search(text)`` (``low``: ``text.lower()``), after a quicker look for a piece that
+    each of its branches needs ("://", "www.", ".org" ...)."""
+    return bool(("://" in text or "www." in low or _TLD_HINT.search(text)) and _URL_HINT.search(text))
+
+
+def _dot_hint(text: str, low: str) -> bool:
+    """``_DOT_HINT.search(text)``, after a quicker look for a piece each of its branches needs."""
+    return bool(("dot" in low or "[at" in low or "(at" in low or any(f".{tld}" in low for tld in _DOT_TLDS))
+                and _DOT_HINT.search(text))
+
+
+_DIGIT_RUN = re.compile(r"\d+")
+_CODE_GLUE = "ABCDEFGHIJKLMNOPQRSTUVWXYZ-"
+
+
+def _digit_patterns(text: str) -> set[str]:
+    """Which digit patterns may match ``text``, told from its runs of digits (\\d+, as the patterns
+    read digits): each pattern needs what is looked for here, so one left out cannot match."""
+    may: set[str] = set()
+    if "+" in text:
+        may.add("phone")                                    # "+44 7700 900123"
+    prev = None
+    chain = 0
+    for m in _DIGIT_RUN.finditer(text):
+        start, end = m.span()
+        if end - start >= 3:                                # _SSN, _DIGITS, _PHONE but "+..."
+            may.update(("ssn", "phone", "digits"))
+        if start and "A" <= text[start - 1] <= "Z":        # _UK_POSTCODE: "LS2 7EE"
+            may.add("postcode")
+        j = start
+        while j and text[j - 1].isspace():
+            j -= 1
+        if j < start and j and text[j - 1] in "xX":        # _PO_BOX: "Box 12"
+            may.add("po_box")
+        gap = text[prev[1]:start] if prev else None
+        # _CODE: five digits in a run of capitals, digits and hyphens ("CLM-2024-0038817")
+        chain = chain + end - start if gap is not None and not gap.strip(_CODE_GLUE) else end - start
+        if chain >= 5:
+            may.add("code")
+        if gap is not None:
+            if len(gap) == 1 and gap in "/.-":              # _NUM_DATE, _ISO_DATE: "3/14/2021", "2019-08-03"
+                may.add("num_date")
+                if gap == "/":                              # _SHORT_DATE: "3/14"
+                    may.add("short_date")
+            # _DAY_MONTH_YEAR: "4-Mar-2023", "4 March 23": a day, then a month between two separators
+            if prev[1] - prev[0] <= 2 and len(gap) >= 5 and gap[0] in "-/ " and gap[-1] == gap[0]:
+                may.add("day_month_year")
+        prev = (start, end)
+    return may
 
 
 def _id_value(text: str, pos: int) -> int | None:

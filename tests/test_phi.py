@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from iptnlp import phi
 from iptnlp.config import REPO_ROOT
 from iptnlp.errors import ConfigError, InputError
 from iptnlp.phi import PLACEHOLDER_OF, PhiGuard, PhiSpan, flags, load_marked, score
@@ -311,3 +312,46 @@ def test_held_out_recall_and_precision():
     overall = result["overall"]
     assert overall["recall"] >= 0.95 and overall["precision"] >= 0.90, {
         k: (v["recall"], v["precision"], v["gold"], v["predicted"]) for k, v in result.items()}
+
+
+# -- the shortcuts of the guard find what the full runs find -------------------------------------------
+_TOKENS = ["Dr", "Dr.", "DR", "dr", "Mrs", "Sister", "Smith", "Okafor", "José", "Émile", "O'Brien", "McDonald",
+           "Nguyen", "-", "Tran", "jung", "de", "la", "van", "J.", "A", "B.", "St", "March", "march", "MARCH",
+           "Sept.", "may", "May", "4", "14th", "2023", "of", "the", ",", ".", "Monday", "Tue", "42", "12B",
+           "3/4", "Elm", "Street", "St.", "Ave", "Rue", "des", "Calle", "on", "near", "\n", "(", "'s", "and",
+           # the longest shapes of each rule
+           "Sgt. Ana Nguyen-Tran", "Ms. J. Whitaker", "Min-jung Nguyen-Tran", "Juan Carlos de la Cruz",
+           "March. the 14th, 2023", "4th of March. , 2023", "Tuesday, the 14th", "on Maple Grove Avenue",
+           "12 Rue de la Paix", "7, Calle Mayor Nueva Sol", "1024 Old Mill Farm Road"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(_TOKENS), st.sampled_from([" ", "", "\n", "  "])), max_size=30))
+def test_rules_run_on_windows_find_what_the_whole_doc_finds(pieces):
+    text = "".join(word + space for word, space in pieces)
+    g = guard()
+    doc = g.nlp.make_doc(text)
+    anchored = g._anchored(doc)
+    assert set(g.anchors) == {"TITLED", "PAIR", "DATE", "WEEKDAY", "STREET", "ADDRESS"}
+    for rule in g.anchors:
+        assert sorted(set(g._windowed_matches(rule, doc, anchored))) == sorted(set(g.matchers[rule](doc)))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([
+    "1", "12", "123", "2019", "0038817", "٣", "/", ".", "-", " ", "  ", "\n", "+", "(", ")", ",", "x", "A", "LS", "EE",
+    "CLM", "Box", "P.O. box", "Mar", "sept.", "ſep", "www.", "://", ".org", ".It", "dot", "(at)", " at ",
+    "123-45-6789", "(555) 123-4567", "+44 7700 900123", "03/14/1985", "2019-08-03", "4-Mar-2023", "4 sept. 23",
+    "PO Box 12", "3/14", "LS2 7EE", "MC4471902216", "CLM-2024-0038817", "943 476 5919",
+]), max_size=20))
+def test_quick_looks_never_skip_a_pattern_that_matches(words):
+    text = "".join(words)
+    may = phi._digit_patterns(text)
+    for key, patterns in {"ssn": [phi._SSN], "phone": [phi._PHONE], "digits": [phi._DIGITS],
+                          "num_date": [phi._NUM_DATE, phi._ISO_DATE], "day_month_year": [phi._DAY_MONTH_YEAR],
+                          "short_date": [phi._SHORT_DATE], "po_box": [phi._PO_BOX],
+                          "postcode": [phi._UK_POSTCODE]}.items():
+        assert key in may or not any(p.search(text) for p in patterns), key
+    assert "code" in may or all(sum(ch.isdigit() for ch in m.group()) < 5 for m in phi._CODE.finditer(text))
+    assert phi._url_hint(text, text.lower()) == bool(phi._URL_HINT.search(text))
+    assert phi._dot_hint(text, text.lower()) == bool(phi._DOT_HINT.search(text))
