@@ -32,6 +32,17 @@ _BARE = re.compile(r"(?<![A-Za-z])[Xx]{3,}(?![A-Za-z])|\*{3,}")
 _WORDS = re.compile(r"[a-z]+")
 
 
+def ext(doc, name: str):
+    """``doc._.<name>`` read straight from where spaCy keeps it (``doc._`` builds an object per
+    access, a cost per note that showed in profiles)."""
+    return doc.user_data.get(("._.", name, None, None))
+
+
+def set_ext(doc, name: str, value) -> None:
+    """``doc._.<name> = value``, stored exactly where spaCy's extension attribute reads it."""
+    doc.user_data[("._.", name, None, None)] = value
+
+
 def _register_extensions() -> None:
     from spacy.tokens import Doc, Token
 
@@ -130,7 +141,6 @@ class TokenArrays:
 
 
 _ARRAYS_KEY = "iptnlp_arrays"
-_STRINGS: dict[int, str] = {}   # hash -> string: a dict hit is cheaper than a StringStore lookup
 _TEXT_KEY = "iptnlp_text"
 
 
@@ -150,32 +160,59 @@ class TextKeepingTokenizer:
             yield self(text)
 
 
+def columns(doc, attrs) -> list[list[int]]:
+    """One list per attribute id, read with ``Doc.to_array`` one attribute at a time: spaCy fills a
+    one-attribute array in a typed loop, but a several-attribute one element by element (measured
+    here: ten times slower for four attributes)."""
+    return [doc.to_array(attr).tolist() for attr in attrs]
+
+
+_ORTH_KEY = "iptnlp_orth"
+#: orth hash -> (lower, is_alpha, is_punct, is_space, holds a line break, holds a blank line, like_num,
+#: is_stop): lexeme attributes, read once per distinct word instead of once per token
+_ORTH_INFO: dict[int, tuple[str, bool, bool, bool, bool, bool, bool, bool]] = {}
+
+
+def orth_info(doc) -> tuple[list[int], list[tuple]]:
+    """(orth hash of each token, its lexeme attributes: see ``_ORTH_INFO``), kept on the Doc once
+    its tokens are final (after the placeholders are merged)."""
+    cached = doc.user_data.get(_ORTH_KEY)
+    if cached is not None and len(cached[0]) == len(doc):
+        return cached
+    from spacy.attrs import ORTH
+
+    orth = doc.to_array(ORTH).tolist() if len(doc) else []
+    get = _ORTH_INFO.get
+    infos = list(map(get, orth))
+    if None in infos:
+        vocab = doc.vocab
+        if len(_ORTH_INFO) > 2_000_000:   # bounded however many distinct words arrive
+            _ORTH_INFO.clear()
+        for k, o in enumerate(orth):
+            if infos[k] is None:
+                lex = vocab[o]
+                text = lex.orth_
+                infos[k] = _ORTH_INFO[o] = (lex.lower_, lex.is_alpha, lex.is_punct, lex.is_space,
+                                            lex.is_space and "\n" in text, lex.is_space and "\n\n" in text,
+                                            lex.like_num, lex.is_stop)
+    cached = doc.user_data[_ORTH_KEY] = (orth, infos)
+    return cached
+
+
 def _token_arrays(doc) -> TokenArrays:
     """The Doc's TokenArrays, computed after sentence splitting and cached (tokens no longer change)."""
     cached = doc.user_data.get(_ARRAYS_KEY)
     if cached is not None:
         return cached
-    from spacy.attrs import IS_ALPHA, IS_PUNCT, IS_SPACE, LOWER, ORTH, SENT_START
+    from spacy.attrs import SENT_START
 
     strings = doc.vocab.strings
-    cols = doc.to_array([ORTH, LOWER, IS_ALPHA, IS_PUNCT, IS_SPACE, SENT_START]).T.tolist() if len(doc) \
-        else [[]] * 6
-    orth, lower_h, is_alpha, is_punct, is_space, sent = cols
-    newline = [False] * len(doc)
-    double = [False] * len(doc)
-    for i, sp in enumerate(is_space):
-        if sp:
-            text = strings[orth[i]]
-            newline[i] = "\n" in text
-            double[i] = "\n\n" in text
-    lower = []
-    for h in lower_h:
-        word = _STRINGS.get(h)
-        if word is None:
-            if len(_STRINGS) > 2_000_000:   # bounded however many distinct words arrive
-                _STRINGS.clear()
-            word = _STRINGS[h] = strings[h]
-        lower.append(word)
+    orth, infos = orth_info(doc)
+    if infos:
+        lower, is_alpha, is_punct, is_space, newline, double = (list(c) for c in list(zip(*infos))[:6])
+    else:
+        lower, is_alpha, is_punct, is_space, newline, double = [], [], [], [], [], []
+    sent = doc.to_array(SENT_START).tolist() if len(doc) else []
     arrays = TokenArrays(orth=orth, lower=lower, is_alpha=is_alpha, is_punct=is_punct,
                          is_space=is_space, sent_start=[v == 1 for v in sent], newline=newline,
                          double_newline=double, colon=strings.add(":"), comma=strings.add(","),
@@ -235,7 +272,9 @@ class Structure:
             i += 1
         speaker[i:n] = [cur_speaker] * (n - i)
         section[i:n] = [cur_section] * (n - i)
-        doc._.iptnlp_speaker, doc._.iptnlp_section, doc._.iptnlp_label = speaker, section, label
+        set_ext(doc, "iptnlp_speaker", speaker)
+        set_ext(doc, "iptnlp_section", section)
+        set_ext(doc, "iptnlp_label", label)
         return doc
 
     def _label_at(self, t: TokenArrays, i: int) -> tuple[str, int] | None:
@@ -263,24 +302,33 @@ class Context:
         self.post = Cues(neg.post_cues)
         self.term = Cues(neg.terminators)
         self.hyp = Cues(cfg.hypothetical.cues)
+        self.first = self.pre.first | self.post.first | self.hyp.first
         self.comma_passes = {"denies", "deny", "denied", "denying", "negative", "free"}
 
     def __call__(self, doc):
         n = len(doc)
         neg = [False] * n
         hyp = [False] * n
-        section = doc._.iptnlp_section or [None] * n
+        section = ext(doc, "iptnlp_section") or [None] * n
         t = _token_arrays(doc)
         words_all = t.lower
         starts = [0] + [i for i in range(1, n) if t.sent_start[i]] if n else []
+        first = self.first
+        label = None
         for start, end in zip(starts, starts[1:] + [n]):
             words = words_all[start:end]
             i = 0
-            while i < len(words):
+            # only a word that can open a cue can change anything: visit those, left to right
+            for c in [j for j, w in enumerate(words) if w in first]:
+                if c < i:        # inside a cue already read
+                    continue
+                i = c
                 # a cue that closes its clause ("SI/HI denied.") looks back; otherwise forward
                 k = self.post.match_at(words, i)
                 if k and (i + k == len(words) or t.is_punct[start + i + k] or t.is_space[start + i + k]):
-                    self._scope_back(t, words, start, i, neg, doc._.iptnlp_label)
+                    if label is None:
+                        label = ext(doc, "iptnlp_label")
+                    self._scope_back(t, words, start, i, neg, label)
                     i += k
                     continue
                 k = self.pre.match_at(words, i)
@@ -293,11 +341,11 @@ class Context:
                     for j in range(start + i, end):
                         hyp[j] = True
                     break
-                i += 1
         for j in range(n):
             if section[j] == "plan":
                 hyp[j] = True
-        doc._.iptnlp_neg, doc._.iptnlp_hyp = neg, hyp
+        set_ext(doc, "iptnlp_neg", neg)
+        set_ext(doc, "iptnlp_hyp", hyp)
         return doc
 
     def _scope_forward(self, t: TokenArrays, words, start, i, neg, comma_passes) -> None:
@@ -414,7 +462,7 @@ def _make_factories() -> None:
             import numpy as np
             from spacy.attrs import LEMMA, LOWER, NORM
 
-            pairs = doc.to_array([LOWER, NORM]).tolist()
+            pairs = zip(*columns(doc, (LOWER, NORM)))
             out = []
             for low, norm in pairs:
                 h = lemma_of.get((low, norm))
@@ -443,10 +491,12 @@ def _make_factories() -> None:
             if not n:
                 return doc
             import numpy as np
-            from spacy.attrs import IS_PUNCT, IS_SPACE, ORTH, SENT_START
+            from spacy.attrs import SENT_START
 
             strings = doc.vocab.strings
-            orth, punct, space = doc.to_array([ORTH, IS_PUNCT, IS_SPACE]).T.tolist()
+            orth, infos = orth_info(doc)
+            punct = [info[2] for info in infos]
+            space = [info[3] for info in infos]
             for o in set(orth) - seen:
                 seen.add(o)
                 if strings[o] in ends:
@@ -488,7 +538,7 @@ def _make_factories() -> None:
             matcher.add(category, list(nlp.pipe(terms)))
 
         def lexicon_hits(doc):
-            doc._.iptnlp_lex = [(nlp.vocab.strings[m], s, e) for m, s, e in matcher(doc)]
+            set_ext(doc, "iptnlp_lex", [(nlp.vocab.strings[m], s, e) for m, s, e in matcher(doc)])
             return doc
 
         return lexicon_hits
@@ -520,9 +570,10 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
 def features(doc, cfg: FeatureConfig) -> str:
     """The feature string of a Doc: lemmas with neg_/hyp_ marks, placeholders as their kind."""
     out = [feat for _i, feat in token_features(doc, cfg)]
-    if cfg.lexicon and doc._.iptnlp_lex:
-        neg = doc._.iptnlp_neg
-        for category, start, _end in doc._.iptnlp_lex:
+    lex = ext(doc, "iptnlp_lex") if cfg.lexicon else None
+    if lex:
+        neg = ext(doc, "iptnlp_neg")
+        for category, start, _end in lex:
             out.append(("neg_lex_" if neg[start] else "lex_") + category)
     return " ".join(out)
 
@@ -537,13 +588,14 @@ def word_table(doc) -> list[tuple[int, str, bool, bool]]:
     table = doc.user_data.get(_WORDS_KEY)
     if table is not None:
         return table
-    from spacy.attrs import IS_SPACE, IS_STOP, LEMMA, LIKE_NUM
+    from spacy.attrs import LEMMA
 
     strings = doc.vocab.strings
-    label = doc._.iptnlp_label
+    label = ext(doc, "iptnlp_label")
     table = []
-    rows = doc.to_array([LEMMA, IS_SPACE, LIKE_NUM, IS_STOP]).tolist() if len(doc) else []
-    for i, (lemma_h, space, like_num, stop) in enumerate(rows):
+    _orth, infos = orth_info(doc)
+    lemmas = doc.to_array(LEMMA).tolist() if len(doc) else []
+    for i, (lemma_h, (_low, _alpha, _punct, space, _nl, _nl2, like_num, stop)) in enumerate(zip(lemmas, infos)):
         if space or label[i]:
             continue
         info = _LEMMA_INFO.get(lemma_h)
@@ -562,10 +614,15 @@ def word_table(doc) -> list[tuple[int, str, bool, bool]]:
 
 
 def token_features(doc, cfg: FeatureConfig) -> list[tuple[int, str]]:
-    """(token index, feature) for each word feature of a Doc, in text order."""
-    neg = doc._.iptnlp_neg
-    hyp = doc._.iptnlp_hyp
-    speaker = doc._.iptnlp_speaker
+    """(token index, feature) for each word feature of a Doc, in text order; kept on the Doc per
+    feature config (the area's features and its evidence read the same list)."""
+    key = ("iptnlp_token_features", cfg)
+    cached = doc.user_data.get(key)
+    if cached is not None:
+        return cached
+    neg = ext(doc, "iptnlp_neg")
+    hyp = ext(doc, "iptnlp_hyp")
+    speaker = ext(doc, "iptnlp_speaker")
     numbers, negation, hypothetical, turns = cfg.numbers, cfg.negation, cfg.hypothetical, cfg.speaker
     out: list[tuple[int, str]] = []
     for i, lemma, is_num, _stop in word_table(doc):
@@ -578,4 +635,5 @@ def token_features(doc, cfg: FeatureConfig) -> list[tuple[int, str]]:
         out.append((i, lemma))
         if turns and speaker[i] == "client":
             out.append((i, "c_" + lemma))
+    doc.user_data[key] = out
     return out

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from iptnlp.config import CONFIG_DIR, _read_yaml
 from iptnlp.errors import ConfigError
+from iptnlp.preprocess import ext
 from iptnlp.taxonomy import PHASES, THEME_IDS, is_off_phase
 
 DEFAULT_THEMES = CONFIG_DIR / "themes.yml"
@@ -73,7 +74,7 @@ class ThemeFinder:
 
     def hits(self, doc) -> list[ThemeHit]:
         """Theme matches done in this session (not negated, not hypothetical), in text order."""
-        neg, hyp = doc._.iptnlp_neg, doc._.iptnlp_hyp
+        neg, hyp = ext(doc, "iptnlp_neg"), ext(doc, "iptnlp_hyp")
         found: list[ThemeHit] = []
         matches = list(self.phrase_matcher(doc)) + (list(self.matcher(doc)) if len(self.matcher) else [])
         for match_id, start, end in matches:
