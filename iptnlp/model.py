@@ -2,7 +2,8 @@
 
 ``models/<name>/`` holds ``model.skops`` (the fitted estimator, only sklearn/numpy/scipy types) and
 ``model.json`` (the model card: labels, resolved config, library versions, SHA-256 of the training
-data and of the model file, metrics). Loading verifies the hash and the versions first, then loads
+data and of the model files, metrics), and ``linear.npz`` (the same models' arithmetic as numpy
+arrays, which tagging predicts from: see ``iptnlp.linear``). Loading verifies the hash and the versions first, then loads
 with skops against an explicit trusted-type list, so loading never runs arbitrary code.
 """
 
@@ -173,21 +174,44 @@ class ResolvedConfig:
 
 
 class AreaModel:
-    """A fitted area classifier with its preprocessing; ``predict_proba`` takes raw note texts."""
+    """A fitted area classifier with its preprocessing; ``predict_proba`` takes raw note texts.
+
+    Prediction runs on ``scorer`` (``iptnlp.linear``: numpy only) where the model could be exported
+    to it; the scikit-learn pipelines themselves are loaded from the model folder only when
+    something asks for ``estimator`` or ``theme_estimator`` (evaluation, retraining, inspection).
+    """
 
     def __init__(self, estimator, config: ResolvedConfig, card: dict | None = None,
-                 path: Path | None = None, theme_estimator=None):
-        self.estimator = estimator
-        self.theme_estimator = theme_estimator
+                 path: Path | None = None, theme_estimator=None, *, scorer=None, has_themes: bool | None = None):
+        self._estimator = estimator
+        self._theme_estimator = theme_estimator
         self.config = config
         self.card = card or {}
         self.path = path
         self.preprocessor = config.preprocessor()
-        classes = list(estimator.classes_)
+        if scorer is None and estimator is not None:
+            scorer = _scorer_of(estimator, theme_estimator)
+        self.scorer = scorer
+        self.has_themes = theme_estimator is not None if has_themes is None else has_themes
+        classes = list(scorer.classes if scorer is not None else estimator.classes_)
         if sorted(classes) != sorted(AREAS):
             raise ModelError(f"model labels {classes} are not the four IPT areas {list(AREAS)}")
         self._order = [classes.index(a) for a in AREAS]
         self._coef = None
+
+    @property
+    def estimator(self):
+        """The scikit-learn area pipeline (loaded from the model folder on first use)."""
+        if self._estimator is None:
+            self._estimator = _load_trusted(Path(self.path) / self.card.get("model_file", MODEL_FILE))
+        return self._estimator
+
+    @property
+    def theme_estimator(self):
+        """The scikit-learn theme pipeline, or None without a theme model."""
+        if self._theme_estimator is None and self.has_themes:
+            self._theme_estimator = _load_trusted(Path(self.path) / self.card["themes_file"])
+        return self._theme_estimator
 
     @property
     def abstain_threshold(self) -> float:
@@ -197,7 +221,10 @@ class AreaModel:
         """Probabilities (rows sum to 1) in ``AREAS`` order, from preprocessed feature strings."""
         if not feature_strings:
             return np.zeros((0, len(AREAS)))
-        proba = self.estimator.predict_proba(feature_strings)[:, self._order]
+        if self.scorer is not None:
+            proba = self.scorer.area_proba(feature_strings)[:, self._order]
+        else:
+            proba = self.estimator.predict_proba(feature_strings)[:, self._order]
         return proba / proba.sum(axis=1, keepdims=True)
 
     def predict_proba(self, texts: list[str]) -> np.ndarray:
@@ -208,9 +235,12 @@ class AreaModel:
 
     def predict_themes(self, docs: list) -> np.ndarray:
         """Theme probabilities (rows: docs, columns: THEME_IDS); empty without a theme model."""
-        if self.theme_estimator is None or not docs:
+        if not self.has_themes or not docs:
             return np.zeros((len(docs), len(THEME_IDS)))
-        return self.theme_estimator.predict_proba([self.theme_features(d) for d in docs])
+        feats = [self.theme_features(d) for d in docs]
+        if self.scorer is not None and self.scorer.has_themes:
+            return self.scorer.theme_proba(feats)
+        return self.theme_estimator.predict_proba(feats)
 
     def area_evidence(self, doc, area: str, top: int = 5) -> list[tuple[int, int, str]]:
         """The note's words that push most towards ``area``: (start, end, text), in text order.
@@ -218,20 +248,26 @@ class AreaModel:
         Reads the linear model's weight of each word's hashed feature, so it needs no vocabulary.
         """
         if self._coef is None:
-            self._coef = _word_weights(self.estimator)
+            if self.scorer is not None:
+                weights, n = self.scorer.area_word_weights()
+                self._coef = weights[self._order], n
+            else:
+                self._coef = _word_weights(self.estimator)
         weights, n_features = self._coef
         return _top_words(doc, self.preprocessor.token_features(doc), weights[AREAS.index(area)], n_features, top)
 
     def theme_evidence(self, doc, theme: str, top: int = 3) -> list[tuple[int, int, str]]:
         """The note's words that push most towards ``theme`` in the learned theme model."""
-        if self.theme_estimator is None:
+        if not self.has_themes:
             return []
-        ovr = self.theme_estimator.named_steps["classifier"].estimators_[THEME_IDS.index(theme)]
-        n_features = self.theme_estimator.named_steps["hash"].n_features
         from iptnlp.preprocess import token_features
 
-        return _top_words(doc, token_features(doc, self.config.theme_features()), ovr.coef_[0], n_features,
-                          top)
+        if self.scorer is not None and self.scorer.has_themes:
+            row, n_features = self.scorer.theme_coef[THEME_IDS.index(theme)], self.scorer.theme_words_n
+        else:
+            ovr = self.theme_estimator.named_steps["classifier"].estimators_[THEME_IDS.index(theme)]
+            row, n_features = ovr.coef_[0], self.theme_estimator.named_steps["hash"].n_features
+        return _top_words(doc, token_features(doc, self.config.theme_features()), row, n_features, top)
 
     def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
         """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
@@ -244,33 +280,49 @@ _PLACEHOLDER_FEATURES = tuple(f"ph_{k}" for k in ("person", "date", "location", 
                                                    "contact", "id"))
 
 
-_BUCKETS: dict[tuple[str, int], int] = {}   # (feature, n_features) -> hashed column, as HashingVectorizer
+_BUCKETS: dict = {}   # n_features -> Buckets (hashed column of a feature, as HashingVectorizer)
 
 
-def _bucket(feat: str, n_features: int) -> int:
-    key = (feat, n_features)
-    col = _BUCKETS.get(key)
-    if col is None:
-        from sklearn.utils import murmurhash3_32
+def _buckets(n_features: int):
+    buckets = _BUCKETS.get(n_features)
+    if buckets is None:
+        from iptnlp.linear import Buckets
 
-        if len(_BUCKETS) > 1_000_000:   # bounded however many distinct words arrive
-            _BUCKETS.clear()
-        col = _BUCKETS[key] = abs(murmurhash3_32(feat, seed=0)) % n_features
-    return col
+        buckets = _BUCKETS[n_features] = Buckets(n_features)
+    return buckets
+
+
+def _scorer_of(estimator, theme_estimator):
+    """The numpy scorer of fitted pipelines, or None where their configuration is not exportable."""
+    from iptnlp.linear import LinearScorer, NotExportable, export
+
+    try:
+        return LinearScorer(export(estimator, theme_estimator))
+    except NotExportable:
+        return None
 
 
 def _top_words(doc, token_feats, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
     """Tokens whose hashed features weigh most (positively) in ``row``; function words and
     placeholders are not evidence a reader can use."""
-    from iptnlp.preprocess import word_table
+    # the candidate tokens and their hashed columns depend only on the Doc and the feature list:
+    # kept on the Doc, so each theme's evidence reuses them
+    key = ("iptnlp_evidence", id(token_feats), n_features)
+    cached = doc.user_data.get(key)
+    if cached is None:
+        from iptnlp.preprocess import word_table
 
-    stop = {i for i, _lemma, _num, is_stop in word_table(doc) if is_stop}
+        stop = {i for i, _lemma, _num, is_stop in word_table(doc) if is_stop}
+        kept = [(i, feat) for i, feat in token_feats if i not in stop and not feat.endswith(_PLACEHOLDER_FEATURES)]
+        buckets = _buckets(n_features)
+        cols = np.fromiter((buckets[feat] for _i, feat in kept), dtype=np.int64, count=len(kept))
+        cached = doc.user_data[key] = ([i for i, _feat in kept], cols, token_feats)  # keeps the id valid
+    tokens, cols, _ = cached
+    weights = row[cols]
     scored: dict[int, float] = {}
-    for i, feat in token_feats:
-        if i in stop or feat.endswith(_PLACEHOLDER_FEATURES):
-            continue
-        w = row[_bucket(feat, n_features)]
-        if w > 0 and scored.get(i, 0.0) < w:
+    for k in np.flatnonzero(weights > 0).tolist():
+        i, w = tokens[k], weights[k]
+        if scored.get(i, 0.0) < w:
             scored[i] = w
     best = sorted(scored.items(), key=lambda x: -x[1])[:top]
     spans = []
@@ -358,12 +410,14 @@ def _drop_stop_words(estimator) -> None:
 def save_model(model_dir: str | Path, estimator, config: ResolvedConfig, *, data_files: list[Path],
                n_notes: int, label_counts: dict[str, int], metrics: dict | None,
                theme_estimator=None) -> dict:
-    """Write ``model.skops`` (and ``themes.skops``) and the model card; only trusted types."""
+    """Write ``model.skops`` (and ``themes.skops``), ``linear.npz`` where the config can be exported,
+    and the model card; only trusted types."""
 
     model_dir = Path(model_dir)
     model_dir.mkdir(parents=True, exist_ok=True)
     model_path = _dump_trusted(estimator, model_dir / MODEL_FILE)
     themes_path = _dump_trusted(theme_estimator, model_dir / THEMES_FILE) if theme_estimator else None
+    inference_path = _save_inference(model_dir, estimator, theme_estimator)
     card = {
         "name": config.model.name,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -381,12 +435,27 @@ def save_model(model_dir: str | Path, estimator, config: ResolvedConfig, *, data
         "themes_file": THEMES_FILE if themes_path else None,
         "themes_sha256": sha256_file(themes_path) if themes_path else None,
         "theme_labels": list(THEME_IDS) if themes_path else None,
+        # what tagging predicts from (numpy only; see iptnlp.linear), when the config can be exported
+        "inference_file": inference_path.name if inference_path else None,
+        "inference_sha256": sha256_file(inference_path) if inference_path else None,
         "metrics": metrics or {},
     }
     if not themes_path and (model_dir / THEMES_FILE).exists():
         (model_dir / THEMES_FILE).unlink()
     (model_dir / CARD_FILE).write_text(json.dumps(card, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return card
+
+
+def _save_inference(model_dir: Path, estimator, theme_estimator) -> Path | None:
+    from iptnlp.linear import INFERENCE_FILE, LinearScorer, NotExportable, export
+
+    path = model_dir / INFERENCE_FILE
+    try:
+        return LinearScorer.save(path, export(estimator, theme_estimator))
+    except NotExportable:
+        if path.exists():
+            path.unlink()
+        return None
 
 
 def _skops_io():
@@ -455,6 +524,8 @@ def verify(model_dir: str | Path, card: dict) -> Path:
     files = [(model_path, card.get("model_sha256"))]
     if card.get("themes_file"):
         files.append((Path(model_dir) / card["themes_file"], card.get("themes_sha256")))
+    if card.get("inference_file"):
+        files.append((Path(model_dir) / card["inference_file"], card.get("inference_sha256")))
     for path, expected in files:
         if not path.is_file():
             raise ModelError(f"{path} is missing; rebuild the model with `make train`")
@@ -497,9 +568,36 @@ def load_model(model_dir: str | Path | None = None) -> AreaModel:
     model_dir = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
     card = read_card(model_dir)
     model_path = verify(model_dir, card)
+    config = ResolvedConfig.from_card(card["config"])
+    has_themes = bool(card.get("themes_file"))
+    if card.get("inference_file"):
+        # predicting needs only the exported arrays: no scikit-learn or skops import (cold start)
+        from iptnlp.linear import LinearScorer
+
+        # the skops files are loaded only if asked for, but a model holding untrusted types is
+        # refused now, as before (their schema is read without loading anything)
+        for skops_file in [model_path] + ([Path(model_dir) / card["themes_file"]] if has_themes else []):
+            _refuse_untrusted(skops_file)
+        path = Path(model_dir) / card["inference_file"]
+        try:
+            scorer = LinearScorer.load(path)
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+            raise ModelError(f"{path} cannot be read ({exc.__class__.__name__}); rebuild the model with "
+                             f"`make train`") from None
+        if scorer.has_themes != has_themes:
+            raise ModelError(f"{path} does not match its model card (theme model); rebuild the model "
+                             f"with `make train`")
+        return AreaModel(None, config, card, model_dir, scorer=scorer, has_themes=has_themes)
     estimator = _load_trusted(model_path)
-    themes = _load_trusted(Path(model_dir) / card["themes_file"]) if card.get("themes_file") else None
-    return AreaModel(estimator, ResolvedConfig.from_card(card["config"]), card, model_dir, themes)
+    themes = _load_trusted(Path(model_dir) / card["themes_file"]) if has_themes else None
+    return AreaModel(estimator, config, card, model_dir, themes)
+
+
+def _refuse_untrusted(path: Path) -> None:
+    untrusted = sorted(types_in_file(path) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelError(f"{path} contains types outside the trusted list ({', '.join(untrusted)}); "
+                         f"refusing to load it. Rebuild the model with `make train`")
 
 
 def _load_trusted(path: Path):
@@ -509,10 +607,7 @@ def _load_trusted(path: Path):
     sio = _skops_io()
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    untrusted = sorted(types_in_file(path) - set(TRUSTED_TYPES))
-    if untrusted:
-        raise ModelError(f"{path} contains types outside the trusted list ({', '.join(untrusted)}); "
-                         f"refusing to load it. Rebuild the model with `make train`")
+    _refuse_untrusted(path)
     try:
         estimator = sio.load(path, trusted=TRUSTED_TYPES)
     except UntrustedTypesFoundException as exc:

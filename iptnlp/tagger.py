@@ -49,7 +49,7 @@ def _phi_guard(model: AreaModel):
     if guard is None:
         from iptnlp.phi import PhiGuard
 
-        guard = _GUARDS[model] = PhiGuard.from_config(vocab=model.preprocessor.nlp.vocab)
+        guard = _GUARDS[model] = PhiGuard.from_config(nlp=model.preprocessor.nlp)
     return guard
 
 
@@ -127,7 +127,7 @@ class Tagger:
         meta = {c: out[c].tolist() if c in out.columns else [None] * n
                 for c in ("session", "total_sessions", "phase")}
         decided = self.model.decide(proba, self.threshold) if len(docs) else []
-        learned = self.model.theme_estimator is not None
+        learned = self.model.has_themes
         theme_proba = self.model.predict_themes(docs) if learned else None
         theme_cfg = self.model.config.model.themes
         for k, i in enumerate(np.flatnonzero(ok)):
