@@ -441,9 +441,7 @@ def _make_factories() -> None:
 
     @Language.factory("iptnlp_lemmas", default_config={"rules": {}})
     def make_lemmas(nlp, name, rules):
-        from spacy.lookups import load_lookups
-
-        table = load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
+        table = _lemma_table()
         overrides = {k.lower(): v for k, v in rules_of(rules).lemma_overrides.items()}
 
         strings = nlp.vocab.strings
@@ -542,6 +540,21 @@ def _make_factories() -> None:
             return doc
 
         return lexicon_hits
+
+
+def _lemma_table() -> dict[str, str]:
+    """spacy-lookups-data's English lemma table (word -> lemma), read straight from its file: spaCy's
+    ``load_lookups`` finds it through the entry points of every installed package (a tenth of a
+    second of start-up) and keys it by hash, which gives the same lemma for every word."""
+    try:
+        import spacy_lookups_data
+        from spacy.util import load_language_data
+
+        return load_language_data(spacy_lookups_data.en["lemma_lookup"])
+    except (ImportError, AttributeError, KeyError):
+        from spacy.lookups import load_lookups
+
+        return load_lookups("en", ["lemma_lookup"]).get_table("lemma_lookup")
 
 
 def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None = None):

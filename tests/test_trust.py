@@ -284,7 +284,7 @@ def test_shipped_model_files_hold_no_phrase_of_the_corpus(corpus_records):
     from iptnlp.config import REPO_ROOT
 
     blob = b""
-    for name in ("model.skops", "themes.skops"):
+    for name in ("model.skops", "themes.skops", "linear.npz"):
         with zipfile.ZipFile(REPO_ROOT / "models" / "ipt-area" / name) as zf:
             blob += b"".join(zf.read(n) for n in zf.namelist())
     def trigrams(text: str) -> set[tuple[str, ...]]:
