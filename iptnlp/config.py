@@ -93,6 +93,8 @@ class ThemeModelConfig:
 
     enabled: bool = True
     threshold: float = 0.5          # a theme is found when its probability reaches this
+    # per-theme thresholds where one differs from ``threshold`` (chosen out-of-fold: make evaluate-audit)
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
     C: float = 8.0
     ngram_range: tuple[int, int] = (1, 2)
     hash_bits: int = 16
@@ -202,6 +204,15 @@ def load_model_config(path: str | Path | None = None) -> ModelConfig:
         raise ConfigError(f"{path}: vectorizer.kind must be hashing or tfidf")
     if not 0.0 <= cfg.abstain_threshold < 1.0:
         raise ConfigError(f"{path}: abstain_threshold must be in [0, 1)")
+    from iptnlp.taxonomy import THEME_IDS
+
+    unknown = sorted(set(cfg.themes.thresholds) - set(THEME_IDS))
+    if unknown:
+        raise ConfigError(f"{path}: themes.thresholds names unknown themes {unknown}; the themes are "
+                          f"{', '.join(THEME_IDS)}")
+    bad = sorted(t for t, v in cfg.themes.thresholds.items() if not 0.0 < v <= 1.0)
+    if bad:
+        raise ConfigError(f"{path}: themes.thresholds must be in (0, 1]; check {bad}")
     return cfg
 
 

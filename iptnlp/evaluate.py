@@ -346,6 +346,60 @@ def combine_themes(theme_proba: np.ndarray, ruled: list[set[str]], phases: list[
     return [decide_themes(theme_proba[i], ruled[i], phases[i], cfg) for i in range(len(ruled))]
 
 
+THRESHOLD_GRID = tuple(round(0.2 + 0.05 * k, 2) for k in range(11))   # 0.2 .. 0.7
+
+
+def choose_theme_thresholds(theme_proba: np.ndarray, ruled: list[set[str]], gold: list[list[str]],
+                            phases: list[str], cfg, rows=None) -> dict[str, float]:
+    """Per theme, the threshold on ``THRESHOLD_GRID`` that gives the theme's best F1 over ``rows``,
+    deciding exactly as ``themes.decide_themes`` does (a theme's decision depends on its own threshold
+    only). Ties go to the threshold nearest ``cfg.threshold``."""
+    from iptnlp.taxonomy import PHASES, THEME_IDS, is_off_phase
+
+    rows = np.arange(len(gold)) if rows is None else np.asarray(rows)
+    join = set(cfg.rules_join)
+    chosen = {}
+    for j, t in enumerate(THEME_IDS):
+        p = theme_proba[rows, j]
+        y = np.array([t in gold[i] for i in rows])
+        hit = np.array([t in ruled[i] and t in join for i in rows])
+        off = np.array([phases[i] in PHASES and is_off_phase(t, phases[i]) for i in rows])
+        off_found = off & ((p >= cfg.off_phase_threshold) | (hit & (p >= cfg.off_phase_rule_threshold)))
+        best = None
+        for thr in THRESHOLD_GRID:
+            found = np.where(off, off_found, (p >= thr) | hit)
+            tp, fp, fn = int((found & y).sum()), int((found & ~y).sum()), int((~found & y).sum())
+            f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+            key = (round(f1, 9), -abs(thr - cfg.threshold))
+            if best is None or key > best[0]:
+                best = (key, thr)
+        chosen[t] = best[1]
+    return chosen
+
+
+def cross_fitted_thresholds(theme_proba, ruled, gold, phases, groups, cfg, seed: int = 0) -> dict:
+    """An honest figure for per-theme thresholds: courses split in two halves; thresholds chosen on
+    one half decide the other, and the other way round; plus the thresholds chosen on all notes."""
+    from dataclasses import replace
+
+    courses = sorted(set(groups))
+    rng = np.random.default_rng(seed)
+    half = {c: k % 2 for k, c in enumerate(rng.permutation(courses))}
+    side = np.array([half[g] for g in groups])
+    pred: list = [None] * len(gold)
+    chosen_halves = []
+    for s in (0, 1):
+        picked = choose_theme_thresholds(theme_proba, ruled, gold, phases, cfg, np.flatnonzero(side == s))
+        chosen_halves.append(picked)
+        use = replace(cfg, thresholds=picked)
+        for i in np.flatnonzero(side != s):
+            pred[i] = combine_themes(theme_proba[i:i + 1], [ruled[i]], [phases[i]], use)[0]
+    return {"how": "per-theme thresholds chosen on one half of the courses and scored on the other, both ways",
+            "grid": list(THRESHOLD_GRID), "cross_fitted": theme_flag_metrics(gold, pred, phases),
+            "chosen_per_half": chosen_halves,
+            "chosen_on_all": choose_theme_thresholds(theme_proba, ruled, gold, phases, cfg)}
+
+
 def _prf(tp: int, fp: int, fn: int) -> dict:
     p = tp / (tp + fp) if tp + fp else 0.0
     r = tp / (tp + fn) if tp + fn else 0.0
@@ -512,8 +566,15 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                           "so their share of the theme scores is partly in-sample",
                    "themes": theme_flag_metrics(gold, themes, phases),
                    "themes_learned_only": theme_flag_metrics(gold, learned_only, phases)["micro"],
-                   "audit": audit_check(records, area, themes, audit_cfg)},
-        "theme_threshold": tc.threshold, "rules_join": list(tc.rules_join),
+                   "audit": audit_check(records, area, themes, audit_cfg),
+                   # the per-theme thresholds of configs/model.yml were chosen from these same
+                   # out-of-fold predictions: the cross-fitted figure is the honest one for them
+                   "threshold_choice": cross_fitted_thresholds(
+                       theme_proba, ruled, gold, phases,
+                       groups_of([r.get("case_id") for r in records], [r["note_id"] for r in records]),
+                       replace(tc, thresholds={}))},
+        "theme_threshold": tc.threshold, "theme_thresholds": dict(tc.thresholds),
+        "rules_join": list(tc.rules_join),
         "off_phase_threshold": tc.off_phase_threshold, "off_phase_rule_threshold": tc.off_phase_rule_threshold,
     }
     if heldout:
@@ -563,7 +624,10 @@ def markdown_themes_audit(section: dict) -> str:
     """The themes-and-audit section of reports/evaluation.md."""
     lines = ["", "## Themes and the focus-adherence audit", "",
              "`python -m iptnlp.evaluate --only themes-audit`. Themes are combined exactly as `iptnlp tag` "
-             f"does: the learned model at threshold {section['theme_threshold']}, plus rule hits for "
+             f"does: the learned model at threshold {section['theme_threshold']}"
+             + (" (per theme: " + ", ".join(f"{t} {v}" for t, v in section["theme_thresholds"].items()) + ")"
+                if section.get("theme_thresholds") else "")
+             + ", plus rule hits for "
              f"{', '.join(section['rules_join'])}; outside its phases a theme needs the learned model's "
              f"probability {section.get('off_phase_threshold', 0.5)}, or a rule hit with "
              f"{section.get('off_phase_rule_threshold', 0.0)}. "
@@ -580,6 +644,17 @@ def markdown_themes_audit(section: dict) -> str:
         if "themes_learned_only" in s:
             lines.append(_line_prf("themes, micro, learned model alone", s["themes_learned_only"]))
         lines.append(_line_prf("off-phase flags", th["off_phase"]))
+        choice = s.get("threshold_choice")
+        if choice:
+            cf = choice["cross_fitted"]
+            lines += ["", "Per-theme thresholds (grid " + f"{choice['grid'][0]}-{choice['grid'][-1]}): "
+                      + choice["how"] + " (the honest figure for thresholds chosen on these predictions):", "",
+                      "| measure | precision | recall | F1 |", "| --- | --- | --- | --- |",
+                      _line_prf("themes, micro, cross-fitted thresholds", cf["micro"]),
+                      _line_prf("off-phase flags, cross-fitted thresholds", cf["off_phase"]), "",
+                      "Chosen on all notes: " + ", ".join(f"{t} {v}" for t, v in choice["chosen_on_all"].items())
+                      + "; on each half: " + " / ".join(", ".join(f"{v}" for v in h.values())
+                                                         for h in choice["chosen_per_half"]) + "."]
         lines += ["", "| theme | precision | recall | F1 | n |", "| --- | --- | --- | --- | --- |"]
         lines += [f"| {t} | {v['precision']:.3f} | {v['recall']:.3f} | {v['f1']:.3f} | {v['support']} |"
                   for t, v in th["per_theme"].items()]
@@ -613,6 +688,11 @@ def print_themes_audit(section: dict, say=print) -> None:
         say(f"{key}: themes micro P {th['micro']['precision']:.3f} R {th['micro']['recall']:.3f} "
             f"F1 {th['micro']['f1']:.3f}; off-phase precision {th['off_phase']['precision']:.3f} "
             f"({th['off_phase']['tp'] + th['off_phase']['fp']} flags)")
+        if s.get("threshold_choice"):
+            cf = s["threshold_choice"]["cross_fitted"]
+            say(f"{key}: per-theme thresholds cross-fitted: themes micro P {cf['micro']['precision']:.3f} "
+                f"R {cf['micro']['recall']:.3f} F1 {cf['micro']['f1']:.3f}; chosen on all: "
+                f"{s['threshold_choice']['chosen_on_all']}")
         au = s.get("audit")
         if au:
             d = au["drift_given_focus"]

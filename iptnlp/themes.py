@@ -88,18 +88,19 @@ class ThemeFinder:
 
 def decide_themes(proba, ruled: set[str], phase: str, cfg) -> list[str]:
     """The themes a note shows, from the learned model's probabilities (``THEME_IDS`` order) and the
-    rule hits, given the note's phase and a ``ThemeModelConfig``: a theme is found at ``threshold``,
-    or by a rule hit for the themes in ``rules_join``; outside its phases it needs
+    rule hits, given the note's phase and a ``ThemeModelConfig``: a theme is found at its threshold
+    (``thresholds``, else ``threshold``), or by a rule hit for the themes in ``rules_join``; outside its phases it needs
     ``off_phase_threshold`` from the learned model, or a rule hit with ``off_phase_rule_threshold``
     (off-phase work is rare, and a false flag costs a supervisor's time)."""
     join = set(cfg.rules_join)
+    own = cfg.thresholds
     found = []
     for j, t in enumerate(THEME_IDS):
         if phase in PHASES and is_off_phase(t, phase):
             if proba[j] >= cfg.off_phase_threshold or (
                     t in ruled and t in join and proba[j] >= cfg.off_phase_rule_threshold):
                 found.append(t)
-        elif proba[j] >= cfg.threshold or (t in ruled and t in join):
+        elif proba[j] >= own.get(t, cfg.threshold) or (t in ruled and t in join):
             found.append(t)
     return found
 

@@ -95,3 +95,55 @@ def test_tag_output_has_phase_themes_and_evidence_inside_the_note(shipped):
         spans = ev["area"] + [s for hits in ev["themes"].values() for s in hits]
         assert spans
         assert all(0 <= s < e <= len(text) and text[s:e] == w for s, e, w in spans)
+
+
+def test_per_theme_thresholds_decide_their_theme_only():
+    import numpy as np
+
+    from iptnlp.config import ThemeModelConfig
+    from iptnlp.taxonomy import THEME_IDS
+    from iptnlp.themes import decide_themes
+
+    proba = np.full(len(THEME_IDS), 0.4)
+    cfg = ThemeModelConfig(threshold=0.5, thresholds={"progress_review": 0.35})
+    assert decide_themes(proba, set(), "termination", cfg) == ["progress_review"]
+    assert decide_themes(proba, set(), "termination", ThemeModelConfig(threshold=0.5)) == []
+    # outside its phases a theme still needs off_phase_threshold, whatever its own threshold
+    assert decide_themes(proba, set(), "initial", cfg) == []
+
+
+def test_theme_thresholds_config_is_checked(tmp_path):
+    from iptnlp.config import CONFIG_DIR, load_model_config
+
+    text = (CONFIG_DIR / "model.yml").read_text()
+    bad = tmp_path / "model.yml"
+    assert "progress_review: 0.4" in text
+    bad.write_text(text.replace("progress_review: 0.4", "progres_review: 0.4"))
+    with pytest.raises(ConfigError, match="unknown themes.*progres_review"):
+        load_model_config(bad)
+    bad.write_text(text.replace("progress_review: 0.4", "progress_review: 1.5"))
+    with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
+        load_model_config(bad)
+
+
+def test_threshold_choice_finds_the_best_f1_and_cross_fits():
+    import numpy as np
+
+    from iptnlp.config import ThemeModelConfig
+    from iptnlp.evaluate import choose_theme_thresholds, cross_fitted_thresholds
+    from iptnlp.taxonomy import THEME_IDS
+
+    rng = np.random.default_rng(0)
+    n = 400
+    gold = [["progress_review"] if i % 2 else [] for i in range(n)]
+    proba = np.full((n, len(THEME_IDS)), 0.05)
+    j = THEME_IDS.index("progress_review")
+    # the theme's true notes score 0.3-0.45, the others 0.1-0.25: only a threshold near 0.3 separates them
+    proba[:, j] = [rng.uniform(0.3, 0.45) if g else rng.uniform(0.1, 0.25) for g in gold]
+    phases = ["termination"] * n
+    cfg = ThemeModelConfig(threshold=0.5)
+    chosen = choose_theme_thresholds(proba, [set()] * n, gold, phases, cfg)
+    assert chosen["progress_review"] == 0.3
+    assert chosen["sick_role"] == 0.5   # no gold and nothing found at any threshold: the default stays
+    result = cross_fitted_thresholds(proba, [set()] * n, gold, phases, [f"c{i % 40}" for i in range(n)], cfg)
+    assert result["cross_fitted"]["per_theme"]["progress_review"]["f1"] == 1.0
