@@ -173,8 +173,29 @@ def _first_jsonl_keys(p: Path, spec: InputSpec, scan: int = 1000) -> list[str]:
     return first_keys or [spec.text_col]   # nothing readable: every line becomes an error row
 
 
+_POOL_SET = False
+
+
+def flat_memory_pool() -> None:
+    """Make pyarrow (which also holds pandas' strings) allocate with jemalloc where it is built in.
+    Its default here, mimalloc, kept freed pages as chunks streamed through: peak memory grew about
+    6 % from 10,000 to 40,000 notes, against 4 % with jemalloc, from a lower start (measured with
+    `make bench`'s child). A pool chosen with ARROW_DEFAULT_MEMORY_POOL is left alone."""
+    global _POOL_SET
+    if _POOL_SET or os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        return
+    _POOL_SET = True
+    import pyarrow as pa
+
+    try:
+        pa.set_memory_pool(pa.jemalloc_memory_pool())
+    except (NotImplementedError, AttributeError):   # a pyarrow built without jemalloc
+        pass
+
+
 def read_chunks(path: str, spec: InputSpec) -> Iterator[pd.DataFrame]:
     """The notes of one input, chunk by chunk, normalised (see the module docstring)."""
+    flat_memory_pool()
     kind = input_kind(path)
     source = "<stdin>" if kind == "stdin" else str(path)
     if kind in ("csv", "tsv"):
