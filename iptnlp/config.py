@@ -94,7 +94,7 @@ class ThemeModelConfig:
     enabled: bool = True
     threshold: float = 0.5          # a theme is found when its probability reaches this
     # per-theme thresholds where one differs from ``threshold`` (chosen out-of-fold: make evaluate-audit)
-    thresholds: dict[str, float] = dataclasses.field(default_factory=dict)
+    thresholds: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
     C: float = 8.0
     ngram_range: tuple[int, int] = (1, 2)
     hash_bits: int = 16

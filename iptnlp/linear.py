@@ -50,7 +50,7 @@ class Buckets(dict):
         h = self.murmur(feat)
         # sklearn/_hashing_fast.pyx: abs() of INT32_MIN overflows, so it has its own column
         col = (2 ** 31 - 1 - (self.n - 1)) % self.n if h == _MIN_INT32 else abs(h) % self.n
-        if len(self) > 1_000_000:   # bounded however many distinct words arrive
+        if len(self) > 200_000:   # bounded (about 30 MB) however many distinct words and pairs arrive
             self.clear()
         self[feat] = col
         return col
@@ -133,11 +133,20 @@ class LinearScorer:
         self.coef_t = np.ascontiguousarray(self.coef.T)   # features x classes: a row gather per feature
         self.intercept = arrays["area_intercept"]
         self.beta = float(arrays["area_beta"]) if "area_beta" in arrays else None
+        n_classes = len(self.classes)
+        if self.coef.shape != (n_classes, words_n + lex_n) or self.intercept.shape != (n_classes,) \
+                or arrays["area_idf"].shape != (words_n,):
+            raise ValueError("area arrays do not fit together")
         self.has_themes = "theme_coef" in arrays
         if self.has_themes:
             self.theme_words = _HashedTfidf(int(arrays["theme_words_n"]), tuple(arrays["theme_ngram"]),
                                             arrays["theme_idf"], bool(arrays["theme_sublinear"]), True)
             self.theme_coef = arrays["theme_coef"]
+            n_words = int(arrays["theme_words_n"])
+            if self.theme_coef.ndim != 2 or self.theme_coef.shape[1] != n_words \
+                    or arrays["theme_idf"].shape != (n_words,) \
+                    or arrays["theme_intercept"].shape != (self.theme_coef.shape[0],):
+                raise ValueError("theme arrays do not fit together")
             self.theme_coef_t = np.ascontiguousarray(self.theme_coef.T)
             self.theme_intercept = arrays["theme_intercept"]
 
@@ -176,7 +185,11 @@ class LinearScorer:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
         coef = np.zeros((len(arrays["area_classes"]), int(arrays["area_n_columns"])))
-        coef[:, arrays["area_columns"]] = arrays.pop("area_values")
+        columns, values = arrays.pop("area_columns"), arrays.pop("area_values")
+        if values.shape != (coef.shape[0], len(columns)) or (len(columns) and not (
+                0 <= columns.min() and columns.max() < coef.shape[1])):
+            raise ValueError("area coefficients do not fit their columns")
+        coef[:, columns] = values
         arrays["area_coef"] = coef
         return cls(arrays)
 
@@ -208,7 +221,7 @@ def export(estimator, theme_estimator=None) -> dict[str, np.ndarray]:
     vec = estimator.named_steps["vectorizer"]
     blocks = dict(vec.transformer_list) if isinstance(vec, FeatureUnion) else {"words": vec}
     weights = (vec.transformer_weights or {}) if isinstance(vec, FeatureUnion) else {}
-    if set(blocks) - {"words", "lexicon"} or weights.get("words", 1.0) != 1.0:
+    if set(blocks) - {"words", "lexicon"} or list(blocks)[0] != "words" or weights.get("words", 1.0) != 1.0:
         raise NotExportable("only hashed words and the lexicon block are exported")
     words = blocks["words"]
     if not isinstance(words, Pipeline):
@@ -251,6 +264,8 @@ def export(estimator, theme_estimator=None) -> dict[str, np.ndarray]:
         tfidf = theme_estimator.named_steps["tfidf"]
         ovr = theme_estimator.named_steps["classifier"]
         _check_hashing(hashing, r"\S+", norm=None)
+        if tfidf.norm != "l2" or not tfidf.use_idf:
+            raise NotExportable("theme TF-IDF must use IDF and l2 norm")
         if getattr(ovr.label_binarizer_, "y_type_", None) != "multilabel-indicator" or any(
                 not hasattr(e, "coef_") for e in ovr.estimators_):
             raise NotExportable("a one-vs-rest logistic regression per theme is expected")

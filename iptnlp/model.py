@@ -3,8 +3,10 @@
 ``models/<name>/`` holds ``model.skops`` (the fitted estimator, only sklearn/numpy/scipy types) and
 ``model.json`` (the model card: labels, resolved config, library versions, SHA-256 of the training
 data and of the model files, metrics), and ``linear.npz`` (the same models' arithmetic as numpy
-arrays, which tagging predicts from: see ``iptnlp.linear``). Loading verifies the hash and the versions first, then loads
-with skops against an explicit trusted-type list, so loading never runs arbitrary code.
+arrays, which tagging predicts from: see ``iptnlp.linear``). Loading verifies the hashes and the
+versions first and refuses skops files holding types outside an explicit trusted list; the skops
+pipelines themselves are loaded (hash checked again, against that list) only when asked for, so
+loading never runs arbitrary code.
 """
 
 from __future__ import annotations
@@ -203,14 +205,16 @@ class AreaModel:
     def estimator(self):
         """The scikit-learn area pipeline (loaded from the model folder on first use)."""
         if self._estimator is None:
-            self._estimator = _load_trusted(Path(self.path) / self.card.get("model_file", MODEL_FILE))
+            self._estimator = _load_trusted(Path(self.path) / self.card.get("model_file", MODEL_FILE),
+                                            self.card.get("model_sha256"))
         return self._estimator
 
     @property
     def theme_estimator(self):
         """The scikit-learn theme pipeline, or None without a theme model."""
         if self._theme_estimator is None and self.has_themes:
-            self._theme_estimator = _load_trusted(Path(self.path) / self.card["themes_file"])
+            self._theme_estimator = _load_trusted(Path(self.path) / self.card["themes_file"],
+                                                  self.card.get("themes_sha256"))
         return self._theme_estimator
 
     @property
@@ -600,16 +604,28 @@ def _refuse_untrusted(path: Path) -> None:
                          f"refusing to load it. Rebuild the model with `make train`")
 
 
-def _load_trusted(path: Path):
-    """Load a skops file whose every type is on ``TRUSTED_TYPES`` (skops alone trusts all of sklearn)."""
+def _load_trusted(path: Path, sha256: str | None = None):
+    """Load a skops file whose every type is on ``TRUSTED_TYPES`` (skops alone trusts all of sklearn).
+    With ``sha256``, the bytes loaded are the bytes checked: a file changed since ``load_model``
+    verified it is refused."""
+    import io
+
     from sklearn.pipeline import Pipeline
 
     sio = _skops_io()
     from skops.io.exceptions import UntrustedTypesFoundException
 
-    _refuse_untrusted(path)
+    blob = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
+        raise ModelError(f"{path} does not match the SHA-256 in its model card (the file changed after "
+                         f"training or was corrupted); refusing to load it. Restore the file or rebuild "
+                         f"the model with `make train`")
+    untrusted = sorted(types_in_file(io.BytesIO(blob)) - set(TRUSTED_TYPES))
+    if untrusted:
+        raise ModelError(f"{path} contains types outside the trusted list ({', '.join(untrusted)}); "
+                         f"refusing to load it. Rebuild the model with `make train`")
     try:
-        estimator = sio.load(path, trusted=TRUSTED_TYPES)
+        estimator = sio.loads(blob, trusted=TRUSTED_TYPES)
     except UntrustedTypesFoundException as exc:
         raise ModelError(f"{path} contains types outside the trusted list ({exc}); refusing to "
                          f"load it. Rebuild the model with `make train`") from None

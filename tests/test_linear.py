@@ -103,3 +103,33 @@ def test_scorer_runs_in_a_fresh_interpreter_without_pickle(small_model_dir):
             f"print(all(f[k].dtype != object for k in f.files))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "True"
+
+
+def test_the_one_hash_abs_cannot_take_goes_where_sklearn_puts_it(monkeypatch):
+    """murmurhash can return -2**31, whose abs() overflows in C; scikit-learn gives it its own column."""
+    for n in (2 ** 16, 1000, 7):
+        buckets = Buckets(n)
+        monkeypatch.setattr(buckets, "murmur", lambda feat: -(2 ** 31))
+        # sklearn/feature_extraction/_hashing_fast.pyx: "equal to abs(-2**31) % n_features"
+        assert buckets["anything"] == 2 ** 31 % n
+
+
+def test_a_skops_file_changed_after_loading_is_refused_when_first_used(copy_model):
+    from iptnlp.errors import ModelError
+
+    model = load_model(copy_model)              # predicts from linear.npz; skops not read yet
+    path = copy_model / "model.skops"
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="does not match the SHA-256"):
+        _ = model.estimator
+
+
+def test_inference_arrays_that_do_not_fit_are_refused(copy_model):
+    """A linear.npz whose arrays do not fit together is a model error, not a crash at prediction."""
+    arrays = dict(np.load(copy_model / INFERENCE_FILE, allow_pickle=False))
+    arrays["theme_idf"] = arrays["theme_idf"][:-1]
+    np.savez(copy_model / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="do not fit"):
+        LinearScorer.load(copy_model / "bad.npz")
