@@ -120,7 +120,6 @@ class LinearScorer:
     def __init__(self, arrays: dict[str, np.ndarray]):
         if int(arrays["format"]) != FORMAT:
             raise ValueError(f"inference file format {int(arrays['format'])}, expected {FORMAT}")
-        self.arrays = arrays
         self.classes = [str(c) for c in arrays["area_classes"]]
         words_n = int(arrays["area_words_n"])
         self.words = _HashedTfidf(words_n, tuple(arrays["area_ngram"]), arrays["area_idf"],

@@ -258,20 +258,18 @@ class AreaModel:
             else:
                 self._coef = _word_weights(self.estimator)
         weights, n_features = self._coef
-        return _top_words(doc, self.preprocessor.token_features(doc), weights[AREAS.index(area)], n_features, top)
+        return _top_words(doc, self.preprocessor.features_config, weights[AREAS.index(area)], n_features, top)
 
     def theme_evidence(self, doc, theme: str, top: int = 3) -> list[tuple[int, int, str]]:
         """The note's words that push most towards ``theme`` in the learned theme model."""
         if not self.has_themes:
             return []
-        from iptnlp.preprocess import token_features
-
         if self.scorer is not None and self.scorer.has_themes:
             row, n_features = self.scorer.theme_coef[THEME_IDS.index(theme)], self.scorer.theme_words_n
         else:
             ovr = self.theme_estimator.named_steps["classifier"].estimators_[THEME_IDS.index(theme)]
             row, n_features = ovr.coef_[0], self.theme_estimator.named_steps["hash"].n_features
-        return _top_words(doc, token_features(doc, self.config.theme_features()), row, n_features, top)
+        return _top_words(doc, self.config.theme_features(), row, n_features, top)
 
     def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
         """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
@@ -306,22 +304,23 @@ def _scorer_of(estimator, theme_estimator):
         return None
 
 
-def _top_words(doc, token_feats, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
-    """Tokens whose hashed features weigh most (positively) in ``row``; function words and
-    placeholders are not evidence a reader can use."""
-    # the candidate tokens and their hashed columns depend only on the Doc and the feature list:
+def _top_words(doc, cfg, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
+    """Tokens whose hashed features (under feature config ``cfg``) weigh most (positively) in ``row``;
+    function words and placeholders are not evidence a reader can use."""
+    # the candidate tokens and their hashed columns depend only on the Doc and the feature config:
     # kept on the Doc, so each theme's evidence reuses them
-    key = ("iptnlp_evidence", id(token_feats), n_features)
+    key = ("iptnlp_evidence", cfg, n_features)
     cached = doc.user_data.get(key)
     if cached is None:
-        from iptnlp.preprocess import word_table
+        from iptnlp.preprocess import token_features, word_table
 
         stop = {i for i, _lemma, _num, is_stop in word_table(doc) if is_stop}
-        kept = [(i, feat) for i, feat in token_feats if i not in stop and not feat.endswith(_PLACEHOLDER_FEATURES)]
+        kept = [(i, feat) for i, feat in token_features(doc, cfg)
+                if i not in stop and not feat.endswith(_PLACEHOLDER_FEATURES)]
         buckets = _buckets(n_features)
         cols = np.fromiter((buckets[feat] for _i, feat in kept), dtype=np.int64, count=len(kept))
-        cached = doc.user_data[key] = ([i for i, _feat in kept], cols, token_feats)  # keeps the id valid
-    tokens, cols, _ = cached
+        cached = doc.user_data[key] = ([i for i, _feat in kept], cols)
+    tokens, cols = cached
     weights = row[cols]
     scored: dict[int, float] = {}
     for k in np.flatnonzero(weights > 0).tolist():
@@ -522,6 +521,12 @@ def read_card(model_dir: str | Path) -> dict:
         raise ModelError(f"{card_path} is not valid JSON; restore it or rebuild with `make train`") from None
 
 
+def _changed(path: Path) -> ModelError:
+    return ModelError(f"{path} does not match the SHA-256 in its model card (the file changed after training "
+                      f"or was corrupted); refusing to load it. Restore the file or rebuild the model with "
+                      f"`make train`")
+
+
 def verify(model_dir: str | Path, card: dict) -> Path:
     """Check the model file's hash and the library versions against the card."""
     model_path = Path(model_dir) / card.get("model_file", MODEL_FILE)
@@ -534,9 +539,7 @@ def verify(model_dir: str | Path, card: dict) -> Path:
         if not path.is_file():
             raise ModelError(f"{path} is missing; rebuild the model with `make train`")
         if sha256_file(path) != expected:
-            raise ModelError(f"{path} does not match the SHA-256 in its model card (the file changed "
-                             f"after training or was corrupted); refusing to load it. Restore the file or "
-                             f"rebuild the model with `make train`")
+            raise _changed(path)
     installed = library_versions()
     wrong = [f"{lib} {card['versions'].get(lib)} (installed: {installed[lib]})"
              for lib in PINNED_LIBRARIES if card.get("versions", {}).get(lib) != installed[lib]]
@@ -597,8 +600,11 @@ def load_model(model_dir: str | Path | None = None) -> AreaModel:
     return AreaModel(estimator, config, card, model_dir, themes)
 
 
-def _refuse_untrusted(path: Path) -> None:
-    untrusted = sorted(types_in_file(path) - set(TRUSTED_TYPES))
+def _refuse_untrusted(path: Path, blob: bytes | None = None) -> None:
+    """Refuse a skops file (or its bytes, already read) naming types outside ``TRUSTED_TYPES``."""
+    import io
+
+    untrusted = sorted(types_in_file(path if blob is None else io.BytesIO(blob)) - set(TRUSTED_TYPES))
     if untrusted:
         raise ModelError(f"{path} contains types outside the trusted list ({', '.join(untrusted)}); "
                          f"refusing to load it. Rebuild the model with `make train`")
@@ -608,8 +614,6 @@ def _load_trusted(path: Path, sha256: str | None = None):
     """Load a skops file whose every type is on ``TRUSTED_TYPES`` (skops alone trusts all of sklearn).
     With ``sha256``, the bytes loaded are the bytes checked: a file changed since ``load_model``
     verified it is refused."""
-    import io
-
     from sklearn.pipeline import Pipeline
 
     sio = _skops_io()
@@ -617,13 +621,8 @@ def _load_trusted(path: Path, sha256: str | None = None):
 
     blob = Path(path).read_bytes()
     if sha256 is not None and hashlib.sha256(blob).hexdigest() != sha256:
-        raise ModelError(f"{path} does not match the SHA-256 in its model card (the file changed after "
-                         f"training or was corrupted); refusing to load it. Restore the file or rebuild "
-                         f"the model with `make train`")
-    untrusted = sorted(types_in_file(io.BytesIO(blob)) - set(TRUSTED_TYPES))
-    if untrusted:
-        raise ModelError(f"{path} contains types outside the trusted list ({', '.join(untrusted)}); "
-                         f"refusing to load it. Rebuild the model with `make train`")
+        raise _changed(path)
+    _refuse_untrusted(path, blob)
     try:
         estimator = sio.loads(blob, trusted=TRUSTED_TYPES)
     except UntrustedTypesFoundException as exc:

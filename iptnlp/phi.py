@@ -156,7 +156,7 @@ class PhiGuard:
     """Finds leftover identifiers in note text; build once, then ``find``/``find_many``/``redact``."""
 
     def __init__(self, config: PhiConfig | None = None, preprocess_config: str | Path | None = None,
-                 batch_size: int = 256, vocab=None, nlp=None):
+                 vocab=None, nlp=None):
         import spacy
         from spacy.attrs import LOWER, SHAPE
         from spacy.lang.en.stop_words import STOP_WORDS
@@ -166,7 +166,6 @@ class PhiGuard:
         from iptnlp.preprocess import PlaceholderKinds
 
         self.config = cfg = config or load_phi_config()
-        self.batch_size = batch_size
         self.placeholders = PlaceholderKinds(load_preprocess_config(preprocess_config or DEFAULT_PREPROCESS_CONFIG))
         # ``nlp``: the tagging pipeline, whose vocab and tokenizer (only) the guard then shares, so that
         # its tokenized Docs can be read here (find_docs) and no second tokenizer is built (a fifth

@@ -402,9 +402,6 @@ class Preprocessor:
     def features(self, doc) -> str:
         return features(doc, self.features_config)
 
-    def token_features(self, doc) -> list[tuple[int, str]]:
-        return token_features(doc, self.features_config)
-
     def transform(self, texts: Iterable[str]) -> list[str]:
         """Feature strings for ``texts`` (what the scikit-learn pipeline reads)."""
         return [features(doc, self.features_config) for doc in self.pipe(texts)]
