@@ -22,6 +22,7 @@ import pandas as pd
 
 from iptnlp.config import CONFIG_DIR, _read_yaml, from_dict
 from iptnlp.errors import ConfigError, OutputError
+from iptnlp.io import fsync_file
 from iptnlp.taxonomy import AREAS, DEFAULT_COURSE_LENGTH, PHASES, THEMES, phase_of
 from iptnlp.themes import off_phase
 
@@ -378,6 +379,7 @@ def write_audit(result: AuditResult, out_dir: str | Path, html: str, *, force: b
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(contents[path.name], encoding="utf-8")
+            fsync_file(tmp)
             os.replace(tmp, path)
         finally:
             if tmp.exists():

@@ -614,6 +614,7 @@ class ResultWriter:
                     for part in parts:
                         with open(part, encoding="utf-8", newline="") as fh:
                             shutil.copyfileobj(fh, out, 1 << 20)
+            fsync_file(tmp)   # the bytes are on disk before the name says the file is complete
             os.replace(tmp, self.path)
             shutil.rmtree(self.partial_dir, ignore_errors=True)
         except BaseException:
@@ -670,3 +671,12 @@ def _flat(value):
     if isinstance(value, dict):
         return json.dumps(value, ensure_ascii=False)
     return value
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file to the disk (a crash after the rename cannot leave it short)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
