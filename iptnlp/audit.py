@@ -35,7 +35,8 @@ CASE_COLUMNS = ("case_id", "focus", "focus_source", "sessions_present", "missing
                 "total_sessions", "notes", "middle_sessions", "error_notes", "unplaced_notes", "problems")
 SESSION_COLUMNS = ("case_id", "session", "total_sessions", "note_id", "status", "error", "area",
                    "confidence") + PROBA_COLUMNS + (
-                   "phase", "focus", "focus_source", "p_focus", "on_focus", "drift", "themes",
+                   "phase", "focus", "focus_source", "course_area", "course_confidence", "p_focus",
+                   "on_focus", "drift", "themes",
                    "off_phase_themes", "placed", "remark", "source", "row")
 
 
@@ -60,9 +61,15 @@ class FocusInference:
 
 
 @dataclass(frozen=True)
+class CourseContext:
+    weight: float = 1.0   # how much the course's other sessions weigh in a session's course_area
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     drift: DriftRule = DriftRule()
     focus_inference: FocusInference = FocusInference()
+    course_context: CourseContext = CourseContext()
 
 
 def load_audit_config(path: str | Path | None = None) -> AuditConfig:
@@ -78,6 +85,8 @@ def load_audit_config(path: str | Path | None = None) -> AuditConfig:
     if not 0.0 < fi.two_areas.min_second_score <= 0.5:
         problems.append("focus_inference.two_areas.min_second_score must be in (0, 0.5] "
                         "(the second of two scores summing to 1 is at most 0.5)")
+    if not 0.0 <= cfg.course_context.weight <= 4.0:
+        problems.append("course_context.weight must be in [0, 4]")
     if fi.two_areas.min_notes < 1:
         problems.append("focus_inference.two_areas.min_notes must be at least 1")
     if problems:
@@ -118,6 +127,24 @@ def infer_focus(proba: np.ndarray, phases: list, config: AuditConfig) -> tuple[s
     if scores[order[1]] >= rule.min_second_score and len(proba) >= rule.min_notes:
         return tuple(AREAS[k] for k in sorted(order[:2]))
     return (AREAS[order[0]],)
+
+
+def course_area_proba(proba: np.ndarray, weight: float) -> np.ndarray:
+    """Each session's area probabilities read with its course: its own probabilities times the
+    course's other sessions (their geometric mean, normalised) raised to ``weight``, normalised.
+
+    A note that says little about the area (an ending session, a short progress line) takes the area
+    of the course around it; a note that is clear about its own area keeps it. Weight 0, or a course
+    of one note, leaves the probabilities as they are."""
+    proba = np.asarray(proba, dtype=float)
+    if weight == 0 or len(proba) < 2:
+        return proba.copy()
+    logp = np.log(np.clip(proba, 1e-9, 1.0))
+    others = (logp.sum(axis=0, keepdims=True) - logp) / (len(proba) - 1)   # leave-one-out mean
+    prior = np.exp(others - others.max(axis=1, keepdims=True))
+    prior /= prior.sum(axis=1, keepdims=True)
+    out = proba * prior ** weight
+    return out / out.sum(axis=1, keepdims=True)
 
 
 def focus_label(areas: tuple[str, ...] | None) -> str:
@@ -193,7 +220,8 @@ def audit(tagged: pd.DataFrame, config: AuditConfig | None = None, *, focus_col:
         sessions["off_phase_themes"] = [off_phase(t, p) for t, p in zip(sessions["themes"], sessions["phase"])]
     ok = sessions["status"].eq("ok")
     sessions["placed"] = sessions["session"].notna()
-    for name in ("focus", "focus_source", "p_focus", "on_focus", "drift", "remark"):
+    for name in ("focus", "focus_source", "course_area", "course_confidence", "p_focus", "on_focus", "drift",
+                 "remark"):
         sessions[name] = pd.Series([None] * n, dtype=object)
 
     cases = []
@@ -279,6 +307,11 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
             problems.append("no note of the case could be tagged, so no focus could be inferred")
 
     updates: dict[int, dict] = {i: {"focus": shown or None, "focus_source": source} for i in notes.index}
+    if len(ok):
+        in_course = course_area_proba(proba, config.course_context.weight)
+        for i, q in zip(ok.index, in_course):
+            k = int(q.argmax())
+            updates[i].update(course_area=AREAS[k], course_confidence=round(float(q[k]), 4))
     drift_marks, on_focus_count, middle = [], 0, 0
     off_marks: list[str] = []
     for i, row in ok.iterrows():
@@ -296,6 +329,9 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
             on_focus_count += not drifts
             if drifts:
                 drift_marks.append(where)
+                # a drift session was clear about its own area: the course does not outvote it
+                k = int(np.argmax([row[f"p_{a}"] for a in AREAS]))
+                updates[i].update(course_area=AREAS[k], course_confidence=round(float(row[f"p_{AREAS[k]}"]), 4))
     missing_expected = []
     for phase in PHASES:
         in_phase = ok[ok["phase"] == phase]

@@ -462,8 +462,15 @@ def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[s
     onehot = np.array([[1.0 if r["area"] == a else 0.0 for a in AREAS] for r in recs])
     gold = audit(_course_frame(recs, onehot, [r["themes"] for r in recs]), cfg).cases.set_index("case_id")
     pred_frame = _course_frame(recs, area_proba[keep], [themes[i] for i in keep])
-    given = audit(pred_frame, cfg).cases.set_index("case_id")
+    given_result = audit(pred_frame, cfg)
+    given = given_result.cases.set_index("case_id")
     inferred = audit(pred_frame, cfg, focus_col=None).cases.set_index("case_id")
+    # each session's area, by the note alone and read with its course (sessions.csv's course_area)
+    gold_area = {r["note_id"]: r["area"] for r in recs}
+    ses = given_result.sessions
+    alone = float(np.mean([a == gold_area[n] for n, a in zip(ses["note_id"], ses["area"])])) if len(ses) else 0.0
+    with_course = float(np.mean([a == gold_area[n] for n, a in zip(ses["note_id"], ses["course_area"])])) \
+        if len(ses) else 0.0
     cases = list(gold.index)
 
     def norm(f):
@@ -491,6 +498,8 @@ def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[s
         "middle_sessions": int(gold["middle_sessions"].sum()),
         "gold_drift_sessions": int(sum(len(_split(v)) for v in gold["drift_sessions"])),
         "drift_threshold": cfg.drift.max_focus_probability,
+        "session_area_accuracy": {"note_alone": alone, "with_course": with_course,
+                                  "course_weight": cfg.course_context.weight},
         "focus_exact": {"right": len(focus_exact), "rate": len(focus_exact) / len(cases) if cases else 0.0},
         "focus_primary_in_gold": {"right": len(primary_in), "rate": len(primary_in) / len(cases) if cases else 0.0},
         "focus_wrong": wrong,
@@ -593,6 +602,7 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                  "in_current_corpus": overlap, "model_trained_on_current_corpus": same_corpus,
                  "model_training_notes": trained.get("n_notes"),
                  "how": "the shipped model and theme rules, applied as `iptnlp tag` does",
+                 "area": classification_metrics([r["area"] for r in held], h_area),
                  "themes": theme_flag_metrics([r["themes"] for r in held], h_themes, [r["phase"] for r in held])}
         if any(r.get("case_id") for r in held):
             entry["audit"] = audit_check(held, h_area, h_themes, audit_cfg)
@@ -638,8 +648,10 @@ def markdown_themes_audit(section: dict) -> str:
         s = section[key]
         th, au = s["themes"], s.get("audit")
         lines += [f"### {title}", "", s["how"] + ".", "",
-                  f"Notes: {s['notes']}" + (_heldout_note(s) if key == "heldout" else ""), "",
-                  "| measure | precision | recall | F1 |", "| --- | --- | --- | --- |",
+                  f"Notes: {s['notes']}" + (_heldout_note(s) if key == "heldout" else ""), ""]
+        if "area" in s:
+            lines += ["Area:", "", "```", format_metrics(s["area"]), "```", ""]
+        lines += ["| measure | precision | recall | F1 |", "| --- | --- | --- | --- |",
                   _line_prf("themes, micro", th["micro"])]
         if "themes_learned_only" in s:
             lines.append(_line_prf("themes, micro, learned model alone", s["themes_learned_only"]))
@@ -662,6 +674,9 @@ def markdown_themes_audit(section: dict) -> str:
             lines += ["", f"Audit on {au['courses']} courses ({au['notes']} notes, {au['middle_sessions']} middle "
                       f"sessions, {au['gold_drift_sessions']} gold drift sessions; drift threshold "
                       f"p(focus) < {au['drift_threshold']}):", "",
+                      f"- each session's area right: {au['session_area_accuracy']['note_alone']:.3f} by the note "
+                      f"alone, {au['session_area_accuracy']['with_course']:.3f} read with its course "
+                      f"(`course_area`, weight {au['session_area_accuracy']['course_weight']})",
                       f"- focus inferred exactly right: {au['focus_exact']['right']} of {au['courses']} "
                       f"({au['focus_exact']['rate']:.3f}); its top area within the agreed focus: "
                       f"{au['focus_primary_in_gold']['right']} of {au['courses']}",
@@ -685,6 +700,10 @@ def print_themes_audit(section: dict, say=print) -> None:
             continue
         s = section[key]
         th = s["themes"]
+        if "area" in s:
+            a = s["area"]
+            say(f"{key}: area macro-F1 {a['macro_f1']:.3f} accuracy {a['accuracy']:.3f} kappa {a['kappa']:.3f} "
+                f"ECE {a['ece']:.3f} ({a['n']} notes)")
         say(f"{key}: themes micro P {th['micro']['precision']:.3f} R {th['micro']['recall']:.3f} "
             f"F1 {th['micro']['f1']:.3f}; off-phase precision {th['off_phase']['precision']:.3f} "
             f"({th['off_phase']['tp'] + th['off_phase']['fp']} flags)")
@@ -696,6 +715,9 @@ def print_themes_audit(section: dict, say=print) -> None:
         au = s.get("audit")
         if au:
             d = au["drift_given_focus"]
+            sa = au["session_area_accuracy"]
+            say(f"{key}: session area right {sa['note_alone']:.3f} by the note alone, {sa['with_course']:.3f} "
+                f"read with its course")
             say(f"{key}: focus right {au['focus_exact']['right']}/{au['courses']} courses; drift P "
                 f"{d['precision']:.3f} R {d['recall']:.3f} F1 {d['f1']:.3f}; missing-expected exact "
                 f"{au['missing_expected_exact']['right']}/{au['courses']} ({au['missing_expected_exact']['rate']:.3f})")

@@ -13,8 +13,10 @@ from iptnlp.audit import (
     CASE_COLUMNS,
     SESSION_COLUMNS,
     AuditConfig,
+    CourseContext,
     DriftRule,
     audit,
+    course_area_proba,
     load_audit_config,
     parse_focus,
 )
@@ -150,6 +152,32 @@ def test_two_area_focus_sums_both_areas():
     assert case_of(audit(frame(rows)), "k")["drift_sessions"] == ""   # p(focus) 0.03
 
 
+def test_course_area_reads_a_vague_note_with_its_course_and_keeps_a_clear_one():
+    rows = [note("k", s, focus="grief", grief=0.9) for s in (1, 2, 3, 4, 6)]
+    rows.append(note("k", 14, focus="grief", grief=0.3, interpersonal_deficits=0.4))   # an ending note, vague
+    rows.append(note("k", 7, focus="grief", grief=0.1, role_dispute=0.85))             # clear, not a drift at 0.02
+    rows.append(note("k", 5, focus="grief", grief=0.001, role_dispute=0.99))           # a drift session
+    s = audit(frame(rows)).sessions.set_index("session")
+    assert s.loc[14, "area"] == "interpersonal_deficits" and s.loc[14, "course_area"] == "grief"
+    assert s.loc[7, "course_area"] == "role_dispute"
+    assert s.loc[5, "drift"] is True and s.loc[5, "course_area"] == "role_dispute"
+    assert s.loc[5, "course_confidence"] == pytest.approx(0.99)
+    assert s.loc[1, "course_area"] == "grief" and 0.9 < s.loc[1, "course_confidence"] <= 1.0
+    off = audit(frame(rows), AuditConfig(course_context=CourseContext(0.0))).sessions
+    assert list(off["course_area"]) == list(off["area"])
+
+
+def test_course_area_proba_is_the_leave_one_out_product():
+    p = np.array([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
+    q = course_area_proba(p, 1.0)
+    others = np.exp(np.log(p[[0, 1]]).mean(axis=0))
+    expected = p[2] * others / others.sum()
+    assert q[2] == pytest.approx(expected / expected.sum())
+    assert np.allclose(q.sum(axis=1), 1.0)
+    assert np.array_equal(course_area_proba(p[:1], 1.0), p[:1])          # one note: nothing to read it with
+    assert np.array_equal(course_area_proba(p, 0.0), p)
+
+
 # --- sessions, phases, themes ---------------------------------------------------------------------
 
 def test_missing_sessions_and_incomplete_course():
@@ -242,6 +270,9 @@ def test_audit_config_unknown_keys_and_bad_values_are_errors(tmp_path):
         load_audit_config(path)
     path.write_text("drift:\n  max_focus_probability: 2.0\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="max_focus_probability must be in"):
+        load_audit_config(path)
+    path.write_text("course_context:\n  weight: -1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="course_context.weight must be in"):
         load_audit_config(path)
 
 
