@@ -62,7 +62,7 @@ class FocusInference:
 
 @dataclass(frozen=True)
 class CourseContext:
-    weight: float = 1.0   # how much the course's other sessions weigh in a session's course_area
+    weight: float = 0.5   # how much the course's other sessions weigh in a session's course_area
 
 
 @dataclass(frozen=True)

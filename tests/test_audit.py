@@ -167,6 +167,14 @@ def test_course_area_reads_a_vague_note_with_its_course_and_keeps_a_clear_one():
     assert list(off["course_area"]) == list(off["area"])
 
 
+def test_course_area_does_not_overrule_a_note_the_model_is_sure_of():
+    # a sure course around a sure note of another area that just misses the drift threshold
+    rows = [note("k", s, 16, focus="grief", grief=0.99) for s in (1, 2, 3, 5, 6, 7, 9, 12, 14, 15, 16)]
+    rows.append(note("k", 10, 16, focus="grief", grief=0.0235, role_dispute=0.96))
+    s = audit(frame(rows), AuditConfig(drift=DriftRule(0.02))).sessions.set_index("session")
+    assert s.loc[10, "drift"] is False and s.loc[10, "course_area"] == "role_dispute"
+
+
 def test_course_area_proba_is_the_leave_one_out_product():
     p = np.array([[0.7, 0.1, 0.1, 0.1], [0.6, 0.2, 0.1, 0.1], [0.25, 0.25, 0.25, 0.25]])
     q = course_area_proba(p, 1.0)
