@@ -60,7 +60,7 @@ def preprocessor():
 
 @pytest.fixture(scope="session")
 def shipped_preprocessor():
-    """The preprocessing and features exactly as configs/model.yml sets them (lexicon, turns)."""
+    """The preprocessing and features exactly as configs/model.yml sets them."""
     from iptnlp.model import ResolvedConfig
 
     return ResolvedConfig.from_file().preprocessor()

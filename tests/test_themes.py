@@ -117,11 +117,11 @@ def test_theme_thresholds_config_is_checked(tmp_path):
 
     text = (CONFIG_DIR / "model.yml").read_text()
     bad = tmp_path / "model.yml"
-    assert "progress_review: 0.4" in text
-    bad.write_text(text.replace("progress_review: 0.4", "progres_review: 0.4"))
+    assert text.count("thresholds: {") == 1
+    bad.write_text(text.replace("thresholds: {", "thresholds: {progres_review: 0.4, "))
     with pytest.raises(ConfigError, match="unknown themes.*progres_review"):
         load_model_config(bad)
-    bad.write_text(text.replace("progress_review: 0.4", "progress_review: 1.5"))
+    bad.write_text(text.replace("thresholds: {", "thresholds: {progress_review: 1.5, "))
     with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
         load_model_config(bad)
 
