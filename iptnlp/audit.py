@@ -62,7 +62,8 @@ class FocusInference:
 
 @dataclass(frozen=True)
 class CourseContext:
-    weight: float = 0.5   # how much the course's other sessions weigh in a session's course_area
+    weight: float = 1.0           # how much the course's other sessions weigh in a session's course_area
+    keep_own_above: float = 0.8   # a note at least this sure of its own area keeps it
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,8 @@ def load_audit_config(path: str | Path | None = None) -> AuditConfig:
                         "(the second of two scores summing to 1 is at most 0.5)")
     if not 0.0 <= cfg.course_context.weight <= 4.0:
         problems.append("course_context.weight must be in [0, 4]")
+    if not 0.0 < cfg.course_context.keep_own_above <= 1.0:
+        problems.append("course_context.keep_own_above must be in (0, 1]")
     if fi.two_areas.min_notes < 1:
         problems.append("focus_inference.two_areas.min_notes must be at least 1")
     if problems:
@@ -129,22 +132,34 @@ def infer_focus(proba: np.ndarray, phases: list, config: AuditConfig) -> tuple[s
     return (AREAS[order[0]],)
 
 
-def course_area_proba(proba: np.ndarray, weight: float) -> np.ndarray:
+def course_area_proba(proba: np.ndarray, weight: float, *, keep_own_above: float = 1.0,
+                      basis: np.ndarray | None = None) -> np.ndarray:
     """Each session's area probabilities read with its course: its own probabilities times the
-    course's other sessions (their geometric mean, normalised) raised to ``weight``, normalised.
+    geometric mean of the course's OTHER sessions' probabilities (normalised) raised to ``weight``,
+    normalised again.
 
     A note that says little about the area (an ending session, a short progress line) takes the area
-    of the course around it; a note that is clear about its own area keeps it. Weight 0, or a course
-    of one note, leaves the probabilities as they are."""
+    of the course around it. Rows are kept as they are where the note is at least ``keep_own_above``
+    sure of its own area, where ``basis`` is False (drift sessions: they neither take the course's
+    area nor lend theirs), where no other basis row exists, and with weight 0. Rows with a
+    non-finite probability come back as NaN and lend nothing."""
     proba = np.asarray(proba, dtype=float)
-    if weight == 0 or len(proba) < 2:
-        return proba.copy()
-    logp = np.log(np.clip(proba, 1e-9, 1.0))
-    others = (logp.sum(axis=0, keepdims=True) - logp) / (len(proba) - 1)   # leave-one-out mean
-    prior = np.exp(others - others.max(axis=1, keepdims=True))
-    prior /= prior.sum(axis=1, keepdims=True)
-    out = proba * prior ** weight
-    return out / out.sum(axis=1, keepdims=True)
+    out = proba.copy()
+    finite = np.isfinite(proba).all(axis=1)
+    out[~finite] = np.nan
+    basis = finite if basis is None else (np.asarray(basis, dtype=bool) & finite)
+    if weight == 0 or not basis.any():
+        return out
+    logp = np.log(np.clip(np.where(basis[:, None], proba, 1.0), 1e-9, 1.0))
+    total, count = logp.sum(axis=0), int(basis.sum())
+    for j in np.flatnonzero(finite & basis & (proba.max(axis=1, initial=0.0, where=finite[:, None]) < keep_own_above)):
+        if count < 2:
+            continue
+        others = (total - logp[j]) / (count - 1)    # leave-one-out mean of the log probabilities
+        prior = np.exp(others - others.max())
+        q = proba[j] * (prior / prior.sum()) ** weight
+        out[j] = q / q.sum()
+    return out
 
 
 def focus_label(areas: tuple[str, ...] | None) -> str:
@@ -307,11 +322,6 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
             problems.append("no note of the case could be tagged, so no focus could be inferred")
 
     updates: dict[int, dict] = {i: {"focus": shown or None, "focus_source": source} for i in notes.index}
-    if len(ok):
-        in_course = course_area_proba(proba, config.course_context.weight)
-        for i, q in zip(ok.index, in_course):
-            k = int(q.argmax())
-            updates[i].update(course_area=AREAS[k], course_confidence=round(float(q[k]), 4))
     drift_marks, on_focus_count, middle = [], 0, 0
     off_marks: list[str] = []
     for i, row in ok.iterrows():
@@ -329,9 +339,14 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
             on_focus_count += not drifts
             if drifts:
                 drift_marks.append(where)
-                # a drift session was clear about its own area: the course does not outvote it
-                k = int(np.argmax([row[f"p_{a}"] for a in AREAS]))
-                updates[i].update(course_area=AREAS[k], course_confidence=round(float(row[f"p_{AREAS[k]}"]), 4))
+    if len(ok):
+        cc = config.course_context
+        not_drift = np.array([updates[i].get("drift") is not True for i in ok.index])
+        for i, q in zip(ok.index, course_area_proba(proba, cc.weight, keep_own_above=cc.keep_own_above,
+                                                    basis=not_drift)):
+            if np.isfinite(q).all():
+                k = int(q.argmax())
+                updates[i].update(course_area=AREAS[k], course_confidence=round(float(q[k]), 4))
     missing_expected = []
     for phase in PHASES:
         in_phase = ok[ok["phase"] == phase]

@@ -322,12 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heldout", type=Path, nargs="*", default=[],
                         help="Authored note files (data/notes/*.txt format) the shipped model and rules were "
                              "not built from, scored as they are (e.g. data/notes/w16.txt).")
+    parser.add_argument("--heldout-model", type=Path, default=None,
+                        help="Score the --heldout files with this model folder instead of the shipped one "
+                             "(e.g. the model of an earlier commit, to measure notes before training on them).")
     args = parser.parse_args(argv)
     if args.only is None:
         run_evaluation(args.corpus, args.external, args.out, config_path=args.config,
                        ablation=not args.no_ablation)
     section = themes_audit_evaluation(args.corpus, config_path=args.config, audit_config_path=args.audit_config,
-                                      heldout=args.heldout)
+                                      heldout=args.heldout, heldout_model=args.heldout_model)
     print_themes_audit(section)
     write_themes_audit(section, args.out)
     print(f"written: {args.out / 'evaluation.md'} and evaluation.json")
@@ -554,7 +557,7 @@ def heldout_predictions(records: list[dict], model_dir=None):
 
 
 def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path=None,
-                            heldout: list[Path] = (), say=print) -> dict:
+                            heldout: list[Path] = (), heldout_model=None, say=print) -> dict:
     """Themes (per theme, off-phase flags) and the audit, out-of-fold on the corpus and on held-out notes."""
     from dataclasses import replace
 
@@ -593,24 +596,27 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
         held = load_corpus(list(heldout))
         known = {r["note_id"] for r in records}
         overlap = sum(r["note_id"] in known for r in held)
-        trained = read_card(DEFAULT_MODEL_DIR).get("training_data", {})
+        model_dir = Path(heldout_model) if heldout_model else DEFAULT_MODEL_DIR
+        trained = read_card(model_dir).get("training_data", {})
         # the card holds a digest of the training data, not its note ids: if the corpus has changed since
         # the shipped model was trained, notes new in it were not trained on
         same_corpus = trained.get("sha256") == sha256_files([corpus])
-        h_area, h_themes = heldout_predictions(held)
+        h_area, h_themes = heldout_predictions(held, model_dir)
         entry = {"files": [p.name for p in heldout], "notes": len(held),
+                 "model": "the shipped model" if model_dir == DEFAULT_MODEL_DIR else str(heldout_model),
                  "in_current_corpus": overlap, "model_trained_on_current_corpus": same_corpus,
                  "model_training_notes": trained.get("n_notes"),
-                 "how": "the shipped model and theme rules, applied as `iptnlp tag` does",
+                 "how": ("the shipped model" if model_dir == DEFAULT_MODEL_DIR else f"the model in {heldout_model}")
+                        + " and the theme rules, applied as `iptnlp tag` does",
                  "area": classification_metrics([r["area"] for r in held], h_area),
                  "themes": theme_flag_metrics([r["themes"] for r in held], h_themes, [r["phase"] for r in held])}
         if any(r.get("case_id") for r in held):
             entry["audit"] = audit_check(held, h_area, h_themes, audit_cfg)
         if overlap and same_corpus:
-            say(f"warning: {overlap} held-out notes are in {corpus.name}, which the shipped model was trained "
+            say(f"warning: {overlap} held-out notes are in {corpus.name}, which the model was trained "
                 f"on: they are not held out")
         elif overlap:
-            say(f"note: {overlap} held-out notes are in {corpus.name} now, but the shipped model was trained on "
+            say(f"note: {overlap} held-out notes are in {corpus.name} now, but the model was trained on "
                 f"an earlier corpus ({trained.get('n_notes')} notes), so they are held out from it")
         section["heldout"] = entry
     return section
@@ -626,7 +632,7 @@ def _heldout_note(s: dict) -> str:
         return where + "; none of them in the corpus)"
     if s["model_trained_on_current_corpus"]:
         return where + f"; {s['in_current_corpus']} of them in the corpus the model was trained on: NOT held out)"
-    return where + (f"; {s['in_current_corpus']} of them in the corpus now, but the shipped model was trained "
+    return where + (f"; {s['in_current_corpus']} of them in the corpus now, but the model was trained "
                     f"on an earlier corpus of {s['model_training_notes']} notes, so held out from it)")
 
 

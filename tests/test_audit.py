@@ -162,9 +162,30 @@ def test_course_area_reads_a_vague_note_with_its_course_and_keeps_a_clear_one():
     assert s.loc[7, "course_area"] == "role_dispute"
     assert s.loc[5, "drift"] is True and s.loc[5, "course_area"] == "role_dispute"
     assert s.loc[5, "course_confidence"] == pytest.approx(0.99)
-    assert s.loc[1, "course_area"] == "grief" and 0.9 < s.loc[1, "course_confidence"] <= 1.0
+    assert s.loc[1, "course_area"] == "grief" and s.loc[1, "course_confidence"] == pytest.approx(0.9)  # sure: kept
     off = audit(frame(rows), AuditConfig(course_context=CourseContext(0.0))).sessions
     assert list(off["course_area"]) == list(off["area"])
+
+
+def test_course_area_leaves_out_drift_sessions_and_unreadable_probabilities():
+    # a grief course whose notes mostly read as disputes: the drift sessions must not pull the others
+    rows = [note("k", s, 16, focus="grief", grief=0.001, role_dispute=0.99) for s in (5, 6, 7, 8)]
+    rows.append(note("k", 9, 16, focus="grief", grief=0.6, role_dispute=0.3))
+    rows.append(note("k", 1, 16, focus="grief", grief=0.7))
+    bad = note("k", 10, 16, focus="grief")
+    bad["p_grief"] = float("nan")
+    rows.append(bad)
+    s = audit(frame(rows)).sessions.set_index("session")
+    assert s.loc[[5, 6, 7, 8], "drift"].tolist() == [True] * 4
+    assert s.loc[9, "course_area"] == "grief" and s.loc[1, "course_area"] == "grief"
+    assert s.loc[10, "course_area"] is None and s.loc[10, "course_confidence"] is None
+    # with the drift sessions as evidence, session 9 would have been read as a dispute
+    q = course_area_proba(np.array([[0.001, 0.99, 0.0045, 0.0045]] * 4 + [[0.6, 0.3, 0.05, 0.05]]), 1.0)
+    assert AREAS[int(q[4].argmax())] == "role_dispute"
+
+
+def test_shipped_course_context_is_the_documented_default():
+    assert load_audit_config().course_context == CourseContext()
 
 
 def test_course_area_does_not_overrule_a_note_the_model_is_sure_of():
@@ -281,6 +302,9 @@ def test_audit_config_unknown_keys_and_bad_values_are_errors(tmp_path):
         load_audit_config(path)
     path.write_text("course_context:\n  weight: -1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="course_context.weight must be in"):
+        load_audit_config(path)
+    path.write_text("course_context:\n  keep_own_above: 0\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="keep_own_above must be in"):
         load_audit_config(path)
 
 
