@@ -302,7 +302,9 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
         problems.append(f"{unplaced} note(s) have no session number and are not placed in the timeline")
 
     proba = ok[list(PROBA_COLUMNS)].to_numpy(dtype=float)
-    inferred = infer_focus(proba, ok["phase"].tolist(), config) if len(ok) else None
+    finite = np.isfinite(proba).all(axis=1)   # rows from the tagger always are; an API caller's may not be
+    inferred = infer_focus(proba[finite], [p for p, f in zip(ok["phase"], finite) if f], config) \
+        if finite.any() else None
     values = Counter(str(v).strip() for v in given if not _blank(v))
     focus: tuple[str, ...] | None
     if values:

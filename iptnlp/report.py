@@ -312,6 +312,14 @@ def case_section(case: dict, notes: pd.DataFrame) -> str:
         "<ul>" + "".join(f"<li>{escape(PHASE_NAMES.get(m.split(':')[0], m))} phase: "
                          f"{escape(THEME_NAMES.get(m.split(':', 1)[1], m))}</li>" for m in miss) + "</ul>"
         if miss else "<p>None: every expected theme of the phases reached was seen.</p>"))
+    reread = [n for _, n in notes.iterrows() if n["status"] == "ok" and isinstance(n.get("course_area"), str)
+              and isinstance(n.get("area"), str) and n["course_area"] != n["area"]]
+    if reread:
+        lists.append("<h3>Sessions read with their course</h3><p class='meta'>The note alone says little "
+                     "about the area; read with the rest of the course it is most likely about:</p><ul>" + "".join(
+                         f"<li>session {escape(_where(n))}: {escape(AREA_NAMES.get(n['course_area'], n['course_area']))}"
+                         f" (the note alone: {escape(AREA_NAMES.get(n['area'], n['area']))})</li>" for n in reread)
+                     + "</ul>")
     odd = [n for _, n in notes.iterrows() if n["status"] != "ok" or not n["placed"]]
     if odd:
         items = []

@@ -184,6 +184,13 @@ def test_course_area_leaves_out_drift_sessions_and_unreadable_probabilities():
     assert AREAS[int(q[4].argmax())] == "role_dispute"
 
 
+def test_focus_is_inferred_from_the_readable_probabilities_only():
+    rows = [note("k", 1, role_transition=0.9), note("k", 2, role_transition=0.9)]
+    rows[1]["p_grief"] = float("nan")   # one NaN used to make every area's score NaN (and grief won)
+    c = case_of(audit(frame(rows)), "k")
+    assert c["focus"] == "role_transition" and c["focus_source"] == "inferred"
+
+
 def test_shipped_course_context_is_the_documented_default():
     assert load_audit_config().course_context == CourseContext()
 
@@ -319,6 +326,16 @@ def test_report_is_self_contained_and_escapes_values():
         assert bad not in html
     assert "DRIFT" in html and "How to read this report" in html
     assert len(re.findall(r"<svg", html)) >= 2   # patterns + one timeline
+
+
+def test_report_lists_sessions_read_with_their_course():
+    rows = [note("k", s, 16, focus="grief", grief=0.95) for s in (1, 2, 3, 5)]
+    plain = render_report(audit(frame(rows)))
+    assert "Sessions read with their course" not in plain
+    rows.append(note("k", 15, 16, focus="grief", grief=0.3, interpersonal_deficits=0.4))
+    html = render_report(audit(frame(rows)))
+    assert "Sessions read with their course" in html
+    assert "session 15: Grief (the note alone: Interpersonal deficits)" in html
 
 
 def test_report_says_when_a_case_has_no_numbered_session():
