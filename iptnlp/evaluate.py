@@ -326,6 +326,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Score the --heldout files with this model folder instead of the shipped one "
                              "(e.g. the model of an earlier commit, to measure notes before training on them).")
     args = parser.parse_args(argv)
+    if args.heldout_model and not args.heldout:
+        parser.error("--heldout-model scores the --heldout files: name them too")
     if args.only is None:
         run_evaluation(args.corpus, args.external, args.out, config_path=args.config,
                        ablation=not args.no_ablation)
