@@ -148,12 +148,13 @@ def course_area_proba(proba: np.ndarray, weight: float, *, keep_own_above: float
     finite = np.isfinite(proba).all(axis=1)
     out[~finite] = np.nan
     basis = finite if basis is None else (np.asarray(basis, dtype=bool) & finite)
-    if weight == 0 or not basis.any():
+    count = int(basis.sum())
+    if weight == 0 or count < 2:
         return out
     logp = np.log(np.clip(np.where(basis[:, None], proba, 1.0), 1e-9, 1.0))
-    total, count = logp.sum(axis=0), int(basis.sum())
-    for j in np.flatnonzero(finite & basis & (proba.max(axis=1, initial=0.0, where=finite[:, None]) < keep_own_above)):
-        if count < 2:
+    total = logp.sum(axis=0)
+    for j in np.flatnonzero(basis):
+        if proba[j].max() >= keep_own_above:
             continue
         others = (total - logp[j]) / (count - 1)    # leave-one-out mean of the log probabilities
         prior = np.exp(others - others.max())

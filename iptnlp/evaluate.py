@@ -473,9 +473,11 @@ def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[s
     # each session's area, by the note alone and read with its course (sessions.csv's course_area)
     gold_area = {r["note_id"]: r["area"] for r in recs}
     ses = given_result.sessions
-    alone = float(np.mean([a == gold_area[n] for n, a in zip(ses["note_id"], ses["area"])])) if len(ses) else 0.0
-    with_course = float(np.mean([a == gold_area[n] for n, a in zip(ses["note_id"], ses["course_area"])])) \
-        if len(ses) else 0.0
+
+    def accuracy(column: str) -> float:
+        return float(np.mean([a == gold_area[n] for n, a in zip(ses["note_id"], ses[column])])) if len(ses) else 0.0
+
+    alone, with_course = accuracy("area"), accuracy("course_area")
     cases = list(gold.index)
 
     def norm(f):
@@ -604,11 +606,12 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
         # the shipped model was trained, notes new in it were not trained on
         same_corpus = trained.get("sha256") == sha256_files([corpus])
         h_area, h_themes = heldout_predictions(held, model_dir)
+        shipped = model_dir == DEFAULT_MODEL_DIR
         entry = {"files": [p.name for p in heldout], "notes": len(held),
-                 "model": "the shipped model" if model_dir == DEFAULT_MODEL_DIR else str(heldout_model),
+                 "model": "the shipped model" if shipped else str(heldout_model),
                  "in_current_corpus": overlap, "model_trained_on_current_corpus": same_corpus,
                  "model_training_notes": trained.get("n_notes"),
-                 "how": ("the shipped model" if model_dir == DEFAULT_MODEL_DIR else f"the model in {heldout_model}")
+                 "how": ("the shipped model" if shipped else f"the model in {heldout_model}")
                         + " and the theme rules, applied as `iptnlp tag` does",
                  "area": classification_metrics([r["area"] for r in held], h_area),
                  "themes": theme_flag_metrics([r["themes"] for r in held], h_themes, [r["phase"] for r in held])}

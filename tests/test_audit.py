@@ -299,19 +299,16 @@ def test_shipped_audit_config_loads():
     assert 0 < cfg.drift.max_focus_probability < 0.5
 
 
-def test_audit_config_unknown_keys_and_bad_values_are_errors(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("drift:\n  max_focus_probability: 2.0\n  treshold: 1\n", "unknown key 'treshold'"),
+    ("drift:\n  max_focus_probability: 2.0\n", "max_focus_probability must be in"),
+    ("course_context:\n  weight: -1\n", "course_context.weight must be in"),
+    ("course_context:\n  keep_own_above: 0\n", "keep_own_above must be in"),
+])
+def test_audit_config_unknown_keys_and_bad_values_are_errors(tmp_path, text, message):
     path = tmp_path / "audit.yml"
-    path.write_text("drift:\n  max_focus_probability: 2.0\n  treshold: 1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="unknown key 'treshold'"):
-        load_audit_config(path)
-    path.write_text("drift:\n  max_focus_probability: 2.0\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="max_focus_probability must be in"):
-        load_audit_config(path)
-    path.write_text("course_context:\n  weight: -1\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="course_context.weight must be in"):
-        load_audit_config(path)
-    path.write_text("course_context:\n  keep_own_above: 0\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="keep_own_above must be in"):
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
         load_audit_config(path)
 
 
