@@ -7,6 +7,8 @@ For each size N (default 10,000 and 100,000 notes) the corpus's notes are repeat
 - the full ``iptnlp tag`` path (read Parquet, spaCy stage, area, themes, evidence, write Parquet)
   in a fresh child process, with 1 worker and with all workers; each child reports its own
   tagging time and peak RSS (the workers' peaks are sampled from /proc while it runs);
+- with Dask installed, ``--engine dask`` on a LocalCluster of all workers, over the same notes written
+  in row groups of 5,000 (Dask tags one row group per task); its time includes starting the cluster;
 - cold start: the wall time of ``iptnlp tag`` on a one-note file, and of ``iptnlp --help``.
 
 Prints notes/s and the ratio of each tag run to the reference; writes ``reports/bench.json``.
@@ -96,7 +98,7 @@ def run_child(args: list[str]) -> dict:
     return result
 
 
-def child(input_path: str, output_path: str, workers: int) -> None:
+def child(input_path: str, output_path: str, workers: int, engine: str = "local") -> None:
     """Tag one file with the shipped model; print tagging seconds and this process's peak RSS."""
     import resource
 
@@ -105,9 +107,20 @@ def child(input_path: str, output_path: str, workers: int) -> None:
     from iptnlp.tagger import tag_files
 
     model = load_model()
-    summary = tag_files([input_path], output_path, model, InputSpec(), force=True, workers=workers)
+    if engine == "dask":
+        from iptnlp.dask_engine import tag_files_dask
+
+        summary = tag_files_dask([input_path], output_path, model, InputSpec(), force=True, workers=workers)
+    else:
+        summary = tag_files([input_path], output_path, model, InputSpec(), force=True, workers=workers)
     print(json.dumps({"notes": summary.notes, "ok": summary.status.get("ok", 0), "seconds": summary.seconds,
                       "peak_rss_main_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def dask_installed() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("dask", "distributed"))
 
 
 def wall(cmd: list[str], repeats: int) -> float:
@@ -147,6 +160,19 @@ def run(sizes: list[int], workers: int) -> dict:
                 print(f"{n:>7,} notes, {label:<10} {rate:8,.0f} notes/s  ratio {rate / ref:.3f} "
                       f"(tokenizer {ref:,.0f}/s)  peak RSS {r['peak_rss_main_mb']:.0f} MB main, "
                       f"{r['peak_rss_all_processes_mb'] or 0:.0f} MB all processes", flush=True)
+            if dask_installed():
+                # Dask tags one Parquet row group per task: the same notes in row groups of 5,000
+                rg = Path(tmp) / f"notes-{n}-rowgroups.parquet"
+                pd.read_parquet(src).to_parquet(rg, row_group_size=5000)
+                r = run_child([str(rg), str(Path(tmp) / f"out-{n}-dask.parquet"), str(all_workers), "dask"])
+                rate = r["notes"] / r["seconds"]
+                entry["dask"] = {"workers": all_workers, "notes_per_s": round(rate, 1),
+                                 "ratio_to_tokenizer": round(rate / ref, 3), "ok": r["ok"],
+                                 "includes": "starting the LocalCluster and loading the model in each worker",
+                                 "peak_rss_all_processes_mb": r["peak_rss_all_processes_mb"]}
+                print(f"{n:>7,} notes, {'dask':<10} {rate:8,.0f} notes/s  ratio {rate / ref:.3f} "
+                      f"(LocalCluster of {all_workers}, its start included)  "
+                      f"{r['peak_rss_all_processes_mb'] or 0:.0f} MB all processes", flush=True)
             result["sizes"][str(n)] = entry
         one = Path(tmp) / "one.csv"
         one.write_text("note_id,text\nn1,Argued with her sister again about money; felt unheard.\n",
@@ -173,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated note counts")
     parser.add_argument("--workers", type=int, default=0, help="the 'all workers' run (0: one per core)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "reports" / "bench.json")
-    parser.add_argument("--child", nargs=3, metavar=("INPUT", "OUTPUT", "WORKERS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:
-        child(args.child[0], args.child[1], int(args.child[2]))
+    if args.child:   # INPUT OUTPUT WORKERS [ENGINE]
+        child(args.child[0], args.child[1], int(args.child[2]), *args.child[3:4])
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     result = {"date": time.strftime("%Y-%m-%d"), "command": "make bench",

@@ -63,6 +63,22 @@ def partitions(path: str, kind: str) -> list[tuple]:
     return [(path, kind, None, 1)]
 
 
+def few_partitions_warning(path: str, parts: list[tuple], workers: int, chunk_size: int) -> str | None:
+    """A warning when a Parquet file has fewer row groups than there are workers and more rows than
+    one chunk: Dask tags one row group per task, so a file written as one big row group (pandas'
+    default) leaves all workers but one idle. None when the file spreads or is too small to matter."""
+    if len(parts) >= workers or not parts or parts[0][1] != "parquet":
+        return None
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(path).metadata.num_rows
+    if rows <= chunk_size:
+        return None
+    return (f"{path}: {rows:,} rows in {len(parts)} row group(s), so Dask can tag it on at most "
+            f"{len(parts)} of {workers} workers; rewrite it with smaller row groups "
+            f"(pyarrow.parquet.write_table(table, path, row_group_size=10000)) or use the local engine")
+
+
 def _read_part(path: str, kind: str, spec: InputSpec, row_group: int | None) -> pd.DataFrame:
     """One partition's raw rows, read as the local engine reads them."""
     if kind == "parquet":
@@ -138,13 +154,18 @@ def tag_files_dask(inputs: list[str], output: str | None, model: AreaModel, spec
         client = cluster = None
         try:
             client, cluster = _client(scheduler, workers)
-            in_flight = 2 * max(1, len(client.scheduler_info().get("workers", {})) or workers)
+            n_workers = len(client.scheduler_info().get("workers", {})) or workers
+            in_flight = 2 * max(1, n_workers)
             model_dir = str(model.path.resolve())
             meta = result_meta(sorted(columns))
             for path in inputs:
+                parts = partitions(str(path), input_kind(path))
+                message = few_partitions_warning(str(path), parts, n_workers, spec.chunk_size)
+                if message and warn:
+                    warn(message)
                 # results hold lists and dicts: Dask must not turn object columns into strings
                 with dask.config.set({"dataframe.convert-string": False}):
-                    ddf = dd.from_map(tag_part, partitions(str(path), input_kind(path)), spec=spec,
+                    ddf = dd.from_map(tag_part, parts, spec=spec,
                                       model_dir=model_dir, threshold=threshold, course_length=course_length,
                                       on_phi=on_phi, meta=meta, enforce_metadata=False)
                 pending: deque = deque()

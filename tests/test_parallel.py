@@ -129,3 +129,21 @@ def test_dask_engine_refuses_inputs_it_cannot_partition(tmp_path, small_model):
     src.write_text('{"text": "a note"}\n', encoding="utf-8")
     with pytest.raises(InputError, match="reads Parquet, CSV or TSV"):
         tag_files_dask([str(src)], str(tmp_path / "o.csv"), small_model, InputSpec())
+
+
+@pytest.mark.parametrize("rows, row_group_size, chunk, warned", [
+    (60, None, 10, True),     # one big row group: one worker of two would tag the file
+    (60, 20, 10, False),      # three row groups spread over two workers
+    (8, None, 10, False),     # one chunk's worth: nothing to spread
+])
+def test_dask_warns_when_a_parquet_file_cannot_spread_over_the_workers(tmp_path, rows, row_group_size,
+                                                                        chunk, warned):
+    from iptnlp.dask_engine import few_partitions_warning, partitions
+
+    src = tmp_path / "notes.parquet"
+    pd.DataFrame({"note_id": [f"n{i}" for i in range(rows)],
+                  "text": ["secret note text"] * rows}).to_parquet(src, row_group_size=row_group_size)
+    message = few_partitions_warning(str(src), partitions(str(src), "parquet"), 2, chunk)
+    assert (message is not None) == warned
+    if warned:
+        assert str(src) in message and "row_group_size" in message and "secret" not in message
