@@ -70,11 +70,21 @@ def groups_of(case_ids: list, note_ids: list) -> list[str]:
     return [str(c) if isinstance(c, str) and c else f"note:{n}" for c, n in zip(case_ids, note_ids)]
 
 
-def grouped_cv_proba(features: list[str], labels: list[str], groups: list[str], fit, *,
-                     n_splits: int = 5, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
-    """Out-of-fold probabilities (AREAS order) with no course in both a train and a test fold.
+def writers_of(records: list[dict]) -> list[str] | None:
+    """Who wrote each note (the corpus's ``source``, e.g. ``written:w7``), or None when the notes
+    name fewer than three sources: cross-validation by writer needs several writers."""
+    writers = [str(r.get("source") or "") for r in records]
+    return writers if all(writers) and len(set(writers)) >= 3 else None
 
-    ``fit(features, labels, groups)`` returns a fitted estimator with ``predict_proba`` and ``classes_``.
+
+def grouped_cv_proba(features: list[str], labels: list[str], groups: list[str], fit, *,
+                     n_splits: int = 5, seed: int = 0, n_jobs: int = 1,
+                     fit_groups: list[str] | None = None) -> np.ndarray:
+    """Out-of-fold probabilities (AREAS order) with no group (course) in both a train and a test fold.
+
+    ``fit(features, labels, groups)`` returns a fitted estimator with ``predict_proba`` and ``classes_``;
+    it is given ``fit_groups`` of the training rows (default: ``groups``), e.g. courses for the
+    calibration's own folds when the folds here are whole writers.
     """
     from joblib import Parallel, delayed
     from sklearn.model_selection import StratifiedGroupKFold
@@ -83,10 +93,11 @@ def grouped_cv_proba(features: list[str], labels: list[str], groups: list[str], 
     feats = np.array(features, dtype=object)
     ys = np.array(labels, dtype=object)
     gs = np.array(groups, dtype=object)
+    fgs = gs if fit_groups is None else np.array(fit_groups, dtype=object)
     folds = list(splitter.split(feats, ys, gs))
 
     def one_fold(train_idx, test_idx):
-        est = fit(feats[train_idx].tolist(), ys[train_idx].tolist(), gs[train_idx].tolist())
+        est = fit(feats[train_idx].tolist(), ys[train_idx].tolist(), fgs[train_idx].tolist())
         order = [list(est.classes_).index(a) for a in AREAS]
         return test_idx, est.predict_proba(feats[test_idx].tolist())[:, order]
 
@@ -259,6 +270,20 @@ def run_evaluation(corpus: Path, external: Path | None, out_dir: Path, *, config
     for name, model_cfg in (variants(base) if ablation else {"shipped config": base.model}).items():
         model_system(name, model_cfg)
 
+    writers = writers_of(records)
+    if writers:
+        # the same model, each writer's notes predicted by a model that never saw that writer: how it
+        # reads notes written by other people, in other words (folds: whole writers)
+        feats = cached_features(base, texts)
+        cv = grouped_cv_proba(feats, labels, writers, lambda X, y, g: fit(X, y, base, g),
+                              n_splits=min(5, len(set(writers))), seed=base.model.seed, n_jobs=2,
+                              fit_groups=groups)
+        entry = {"grouped_cv": classification_metrics(labels, cv), "groups": "writer",
+                 "writers": len(set(writers))}
+        report["systems"]["shipped config, cross-validated by writer"] = entry
+        say(f"{'shipped config, by writer':<28} grouped-CV macro-F1 {entry['grouped_cv']['macro_f1']:.3f}"
+            f"  ECE {entry['grouped_cv']['ece']:.3f}")
+
     if any(augmented):
         written = [i for i, a in enumerate(augmented) if not a]
         report["augmentation"] = "see systems; augmented notes are excluded in 'written only'"
@@ -293,6 +318,11 @@ def markdown_report(report: dict) -> str:
         cv, ex = entry["grouped_cv"], entry.get("external")
         lines.append(f"| {name} | {cv['macro_f1']:.3f} | {cv['kappa']:.3f} | {cv['ece']:.3f} | "
                      + (f"{ex['macro_f1']:.3f} | {ex['kappa']:.3f} | {ex['ece']:.3f} |" if ex else "- | - | - |"))
+    by_writer = report["systems"].get("shipped config, cross-validated by writer")
+    if by_writer:
+        lines += ["", f"The row \"cross-validated by writer\" folds whole writers ({by_writer['writers']} sources), "
+                  f"so each note is predicted by a model that saw nothing its writer wrote: the nearest the corpus "
+                  f"comes to notes by other people."]
     shipped = report["systems"].get("shipped config")
     if shipped:
         lines += ["", "## The shipped configuration", "", "```",
@@ -544,6 +574,21 @@ def oof_corpus_predictions(records: list[dict], *, config_path=None, n_splits: i
     return base, area, theme_proba, ruled
 
 
+def theme_proba_by_writer(records: list[dict], base, say=print) -> np.ndarray | None:
+    """Out-of-fold theme probabilities with whole writers as folds (None without several writers)."""
+    from dataclasses import replace
+
+    from iptnlp.train import _grouped_theme_proba, cached_features
+
+    writers = writers_of(records)
+    if writers is None:
+        return None
+    say("themes: cross-validation by writer")
+    theme_cfg = replace(base, model=replace(base.model, features=base.theme_features()))
+    return _grouped_theme_proba(cached_features(theme_cfg, [r["text"] for r in records]),
+                                [r["themes"] for r in records], writers, base, min(5, len(set(writers))))
+
+
 def heldout_predictions(records: list[dict], model_dir=None):
     """The shipped model and rules applied, through ``Tagger.tag_frame``, to notes it was not built from."""
     import pandas as pd
@@ -575,6 +620,7 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
     phases = [r["phase"] for r in records]
     themes = combine_themes(theme_proba, ruled, phases, tc)
     learned_only = combine_themes(theme_proba, ruled, phases, replace(tc, rules_join=()))
+    by_writer = theme_proba_by_writer(records, base, say=say)
     section = {
         "corpus": {"path": corpus.name, "notes": len(records),
                    "how": "5-fold cross-validation grouped by course for the learned area and theme models; "
@@ -582,6 +628,9 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                           "so their share of the theme scores is partly in-sample",
                    "themes": theme_flag_metrics(gold, themes, phases),
                    "themes_learned_only": theme_flag_metrics(gold, learned_only, phases)["micro"],
+                   **({"themes_by_writer": theme_flag_metrics(
+                       gold, combine_themes(by_writer, ruled, phases, tc), phases)["micro"]}
+                      if by_writer is not None else {}),
                    "audit": audit_check(records, area, themes, audit_cfg),
                    # the per-theme thresholds of configs/model.yml were chosen from these same
                    # out-of-fold predictions: the cross-fitted figure is the honest one for them
@@ -666,6 +715,9 @@ def markdown_themes_audit(section: dict) -> str:
                   _line_prf("themes, micro", th["micro"])]
         if "themes_learned_only" in s:
             lines.append(_line_prf("themes, micro, learned model alone", s["themes_learned_only"]))
+        if "themes_by_writer" in s:
+            lines.append(_line_prf("themes, micro, cross-validated by writer (whole writers held out)",
+                                   s["themes_by_writer"]))
         lines.append(_line_prf("off-phase flags", th["off_phase"]))
         choice = s.get("threshold_choice")
         if choice:
@@ -718,6 +770,10 @@ def print_themes_audit(section: dict, say=print) -> None:
         say(f"{key}: themes micro P {th['micro']['precision']:.3f} R {th['micro']['recall']:.3f} "
             f"F1 {th['micro']['f1']:.3f}; off-phase precision {th['off_phase']['precision']:.3f} "
             f"({th['off_phase']['tp'] + th['off_phase']['fp']} flags)")
+        if s.get("themes_by_writer"):
+            w = s["themes_by_writer"]
+            say(f"{key}: themes cross-validated by writer: micro P {w['precision']:.3f} R {w['recall']:.3f} "
+                f"F1 {w['f1']:.3f}")
         if s.get("threshold_choice"):
             cf = s["threshold_choice"]["cross_fitted"]
             say(f"{key}: per-theme thresholds cross-fitted: themes micro P {cf['micro']['precision']:.3f} "
