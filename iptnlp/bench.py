@@ -160,7 +160,9 @@ def run(sizes: list[int], workers: int) -> dict:
                 print(f"{n:>7,} notes, {label:<10} {rate:8,.0f} notes/s  ratio {rate / ref:.3f} "
                       f"(tokenizer {ref:,.0f}/s)  peak RSS {r['peak_rss_main_mb']:.0f} MB main, "
                       f"{r['peak_rss_all_processes_mb'] or 0:.0f} MB all processes", flush=True)
-            if dask_installed():
+            if not dask_installed():
+                print("dask not installed (pip install 'iptnlp[dask]'): --engine dask not measured", flush=True)
+            else:
                 # Dask tags one Parquet row group per task: the same notes in row groups of 5,000
                 rg = Path(tmp) / f"notes-{n}-rowgroups.parquet"
                 pd.read_parquet(src).to_parquet(rg, row_group_size=5000)
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs="+", metavar="ARG", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:   # INPUT OUTPUT WORKERS [ENGINE]
+        if len(args.child) not in (3, 4) or args.child[3:4] not in ([], ["local"], ["dask"]):
+            parser.error("--child takes INPUT OUTPUT WORKERS [local|dask]")
         child(args.child[0], args.child[1], int(args.child[2]), *args.child[3:4])
         return 0
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

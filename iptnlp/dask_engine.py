@@ -74,9 +74,10 @@ def few_partitions_warning(path: str, parts: list[tuple], workers: int, chunk_si
     rows = pq.ParquetFile(path).metadata.num_rows
     if rows <= chunk_size:
         return None
+    size = max(chunk_size, min(10_000, -(-rows // (2 * workers))))   # two row groups per worker at least
     return (f"{path}: {rows:,} rows in {len(parts)} row group(s), so Dask can tag it on at most "
             f"{len(parts)} of {workers} workers; rewrite it with smaller row groups "
-            f"(pyarrow.parquet.write_table(table, path, row_group_size=10000)) or use the local engine")
+            f"(pyarrow.parquet.write_table(table, path, row_group_size={size})) or use the local engine")
 
 
 def _read_part(path: str, kind: str, spec: InputSpec, row_group: int | None) -> pd.DataFrame:

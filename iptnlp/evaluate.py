@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iptnlp.errors import ModelError
 from iptnlp.taxonomy import AREAS, UNCERTAIN
 
 COVERAGE_THRESHOLDS = (0.0, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -71,10 +72,21 @@ def groups_of(case_ids: list, note_ids: list) -> list[str]:
 
 
 def writers_of(records: list[dict]) -> list[str] | None:
-    """Who wrote each note (the corpus's ``source``, e.g. ``written:w7``), or None when the notes
-    name fewer than three sources: cross-validation by writer needs several writers."""
+    """Who wrote each note (the corpus's ``source``, e.g. ``written:w7``), or None when cross-validation
+    by writer cannot be run: a note names no source, fewer than three writers, an area written by
+    one writer only (holding that writer out would leave the area untaught), or generated
+    augmentation (an augmented note would stay in training while its original's writer is held out)."""
     writers = [str(r.get("source") or "") for r in records]
-    return writers if all(writers) and len(set(writers)) >= 3 else None
+    if not all(writers) or len(set(writers)) < 3 or any(w.startswith("augmented") for w in writers):
+        return None
+    by_area: dict[str, set[str]] = {}
+    for r, w in zip(records, writers):
+        by_area.setdefault(r.get("area"), set()).add(w)
+    return writers if all(len(ws) >= 2 for ws in by_area.values()) else None
+
+
+WRITERS_SKIPPED = ("cross-validation by writer skipped: it needs a source on every note, at least three "
+                   "writers, every area from two writers or more, and no generated augmentation")
 
 
 def grouped_cv_proba(features: list[str], labels: list[str], groups: list[str], fit, *,
@@ -271,14 +283,20 @@ def run_evaluation(corpus: Path, external: Path | None, out_dir: Path, *, config
         model_system(name, model_cfg)
 
     writers = writers_of(records)
-    if writers:
+    by_writer = None
+    if writers is None:
+        say(WRITERS_SKIPPED)
+    else:
         # the same model, each writer's notes predicted by a model that never saw that writer: how it
         # reads notes written by other people, in other words (folds: whole writers)
-        feats = cached_features(base, texts)
-        cv = grouped_cv_proba(feats, labels, writers, lambda X, y, g: fit(X, y, base, g),
-                              n_splits=min(5, len(set(writers))), seed=base.model.seed, n_jobs=2,
-                              fit_groups=groups)
-        entry = {"grouped_cv": classification_metrics(labels, cv), "groups": "writer",
+        try:
+            by_writer = grouped_cv_proba(cached_features(base, texts), labels, writers,
+                                         lambda X, y, g: fit(X, y, base, g), n_splits=min(5, len(set(writers))),
+                                         seed=base.model.seed, n_jobs=2, fit_groups=groups)
+        except ModelError as exc:   # an extra measurement: the report is written without it
+            say(f"cross-validation by writer skipped: {exc}")
+    if by_writer is not None:
+        entry = {"grouped_cv": classification_metrics(labels, by_writer), "groups": "writer",
                  "writers": len(set(writers))}
         report["systems"]["shipped config, cross-validated by writer"] = entry
         say(f"{'shipped config, by writer':<28} grouped-CV macro-F1 {entry['grouped_cv']['macro_f1']:.3f}"
@@ -582,11 +600,16 @@ def theme_proba_by_writer(records: list[dict], base, say=print) -> np.ndarray | 
 
     writers = writers_of(records)
     if writers is None:
+        say(WRITERS_SKIPPED)
         return None
     say("themes: cross-validation by writer")
     theme_cfg = replace(base, model=replace(base.model, features=base.theme_features()))
-    return _grouped_theme_proba(cached_features(theme_cfg, [r["text"] for r in records]),
-                                [r["themes"] for r in records], writers, base, min(5, len(set(writers))))
+    try:
+        return _grouped_theme_proba(cached_features(theme_cfg, [r["text"] for r in records]),
+                                    [r["themes"] for r in records], writers, base, min(5, len(set(writers))))
+    except ModelError as exc:   # a theme absent (or everywhere) in a fold's training notes
+        say(f"themes: cross-validation by writer skipped: {exc}")
+        return None
 
 
 def heldout_predictions(records: list[dict], model_dir=None):

@@ -146,4 +146,16 @@ def test_dask_warns_when_a_parquet_file_cannot_spread_over_the_workers(tmp_path,
     message = few_partitions_warning(str(src), partitions(str(src), "parquet"), 2, chunk)
     assert (message is not None) == warned
     if warned:
-        assert str(src) in message and "row_group_size" in message and "secret" not in message
+        assert str(src) in message and "row_group_size=15" in message   # 60 rows: two row groups per worker
+
+
+def test_dask_engine_says_when_a_file_cannot_spread(tmp_path, corpus_records, small_model, dask_scheduler):
+    from iptnlp.dask_engine import tag_files_dask
+
+    src = tmp_path / "one-group.parquet"
+    pd.DataFrame({"note_id": [r["note_id"] for r in corpus_records[:30]],
+                  "text": [r["text"] for r in corpus_records[:30]]}).to_parquet(src)
+    warnings: list[str] = []
+    tag_files_dask([str(src)], str(tmp_path / "o.csv"), small_model, InputSpec(chunk_size=10),
+                   scheduler=dask_scheduler, warn=warnings.append)
+    assert len(warnings) == 1 and str(src) in warnings[0] and "1 of 2 workers" in warnings[0]
