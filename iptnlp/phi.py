@@ -807,20 +807,17 @@ _VOCAB: set[str] | None = None
 
 
 def _english_words() -> set[str]:
-    """Lower-case English words: the forms and lemmas of spaCy's English lemma lookup table (read
-    straight from spacy-lookups-data, which is quick) plus spaCy's stop words."""
+    """Lower-case English words: the forms and lemmas of spaCy's English lemma lookup table (from
+    spacy-lookups-data, the table the lemma component reads: loaded once per process) plus spaCy's
+    stop words."""
     global _VOCAB
     if _VOCAB is None:
-        import gzip
-
-        import spacy_lookups_data
         from spacy.lang.en.stop_words import STOP_WORDS
 
-        path = Path(spacy_lookups_data.__file__).parent / "data" / "en_lemma_lookup.json.gz"
-        with gzip.open(path, "rt", encoding="utf-8") as fh:
-            table = json.load(fh)
+        from iptnlp.preprocess import _lemma_table
+
         words = {w.lower() for w in STOP_WORDS}
-        for form, lemma in table.items():
+        for form, lemma in _lemma_table().items():
             words.add(form.lower())
             words.add(str(lemma).lower())
         _VOCAB = words

@@ -539,10 +539,21 @@ def _make_factories() -> None:
         return lexicon_hits
 
 
+_LEMMA_TABLE: dict[str, str] | None = None
+
+
 def _lemma_table() -> dict[str, str]:
     """spacy-lookups-data's English lemma table (word -> lemma), read straight from its file: spaCy's
     ``load_lookups`` finds it through the entry points of every installed package (a tenth of a
-    second of start-up) and keys it by hash, which gives the same lemma for every word."""
+    second of start-up) and keys it by hash, which gives the same lemma for every word. Read once per
+    process and shared (the identifier guard's word list is built from it too): callers only read it."""
+    global _LEMMA_TABLE
+    if _LEMMA_TABLE is None:
+        _LEMMA_TABLE = _read_lemma_table()
+    return _LEMMA_TABLE
+
+
+def _read_lemma_table() -> dict[str, str]:
     try:
         import spacy_lookups_data
         from spacy.util import load_language_data
