@@ -159,3 +159,56 @@ def test_dask_engine_says_when_a_file_cannot_spread(tmp_path, corpus_records, sm
     tag_files_dask([str(src)], str(tmp_path / "o.csv"), small_model, InputSpec(chunk_size=10),
                    scheduler=dask_scheduler, warn=warnings.append)
     assert len(warnings) == 1 and str(src) in warnings[0] and "1 of 2 workers" in warnings[0]
+
+
+def test_the_collector_is_paused_while_a_chunk_is_tagged_and_restored_after():
+    import gc
+    import threading
+
+    from iptnlp.tagger import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():          # nested (another chunk in flight)
+            assert not gc.isenabled()
+        assert not gc.isenabled()         # still one chunk in flight
+    assert gc.isenabled()
+
+    # two threads whose chunks overlap: the collector comes back only when the last one ends
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    seen = {}
+
+    def first():
+        with collector_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second():
+        first_in.wait(5)
+        with collector_paused():
+            second_in.set()
+            first_out.wait(5)
+            seen["after_first_left"] = gc.isenabled()
+        seen["after_both_left"] = gc.isenabled()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert seen == {"after_first_left": False, "after_both_left": True}
+
+    # a caller that had switched the collector off keeps it off, and an error inside restores it
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(RuntimeError):
+        with collector_paused():
+            raise RuntimeError("boom")
+    assert gc.isenabled()
