@@ -212,3 +212,38 @@ def test_the_collector_is_paused_while_a_chunk_is_tagged_and_restored_after():
         with collector_paused():
             raise RuntimeError("boom")
     assert gc.isenabled()
+
+
+def test_tagging_a_chunk_runs_with_the_collector_paused(monkeypatch, small_model):
+    import gc
+
+    from iptnlp.tagger import Tagger, tag
+
+    seen = []
+    real = Tagger._tag_frame
+
+    def spy(self, frame):
+        seen.append(gc.isenabled())
+        return real(self, frame)
+
+    monkeypatch.setattr(Tagger, "_tag_frame", spy)
+    out = tag(pd.DataFrame({"text": ["Argued with her sister about money again."]}), small_model)
+    assert len(out) == 1 and seen == [False] and gc.isenabled()
+
+
+def test_a_forked_child_starts_with_the_collector_as_before_the_parents_chunk():
+    import gc
+    import os
+
+    from iptnlp.tagger import collector_paused
+
+    read, write = os.pipe()
+    with collector_paused():
+        pid = os.fork()
+        if pid == 0:   # the child: no chunk in flight, the collector back on
+            os.write(write, b"1" if gc.isenabled() else b"0")
+            os._exit(0)
+        os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.close(write)
