@@ -67,11 +67,12 @@ def collector_paused():
 
     Tagging allocates many small lists and tuples per token and keeps a chunk's Docs alive until its
     results are built, so the collector kept scanning them: measured here, 13 % of the tagging
-    time (3.75 s of a 28 s run of 20,000 notes). Nothing a chunk allocates needs the collector to be freed; whatever
-    cyclic garbage there is waits for the next collection after the chunk. Safe across threads
-    (a count of chunks in flight: the collector comes back on when the last one ends), so threads
-    that tag chunk after chunk without a gap keep it off between them; and across ``fork`` (a child
-    starts with no chunk in flight and the collector as it was before the parent's chunks)."""
+    time (3.75 s of a 28 s run of 20,000 notes). Nothing a chunk allocates needs the collector to
+    be freed; whatever cyclic garbage there is waits for the next collection after the chunk. Safe
+    across threads (a count of chunks in flight: the collector comes back on when the last one
+    ends), so threads that tag chunk after chunk without a gap keep it off between them; and across
+    ``fork`` (a child starts with no chunk in flight and the collector as it was before the parent's
+    chunks)."""
     with _GC_LOCK:
         if _GC_PAUSES[0] == 0:
             _GC_PAUSES[1] = gc.isenabled()

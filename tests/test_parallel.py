@@ -231,6 +231,7 @@ def test_tagging_a_chunk_runs_with_the_collector_paused(monkeypatch, small_model
     assert len(out) == 1 and seen == [False] and gc.isenabled()
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork here")
 def test_a_forked_child_starts_with_the_collector_as_before_the_parents_chunk():
     import gc
     import os
