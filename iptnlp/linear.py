@@ -37,22 +37,39 @@ def _hash():
     return murmur
 
 
-class Buckets(dict):
+class Buckets:
     """Feature string -> hashed column, exactly as scikit-learn's ``HashingVectorizer``
-    (``alternate_sign=False``), memoised: the same words come back note after note."""
+    (``alternate_sign=False``), memoised in a plain dict: the same words come back note after note,
+    and a plain dict's own lookup (``map(table.get, ...)``) is twice as fast as a dict subclass's."""
 
     def __init__(self, n_features: int):
-        super().__init__()
         self.n = n_features
         self.murmur = _hash()
+        self.table: dict[str, int] = {}
 
-    def __missing__(self, feat: str) -> int:
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, feat: str) -> int:
+        col = self.table.get(feat)
+        return self._add(feat) if col is None else col
+
+    def columns(self, feats: list[str]) -> np.ndarray:
+        """The column of each feature, in order (int64)."""
+        cols = list(map(self.table.get, feats))
+        try:   # most chunks: every feature seen before
+            return np.fromiter(cols, dtype=np.int64, count=len(cols))
+        except TypeError:   # a None: a feature not seen yet
+            return np.fromiter((self._add(f) if c is None else c for f, c in zip(feats, cols)),
+                               dtype=np.int64, count=len(cols))
+
+    def _add(self, feat: str) -> int:
         h = self.murmur(feat)
         # sklearn/_hashing_fast.pyx: abs() of INT32_MIN overflows, so it has its own column
         col = (2 ** 31 - 1 - (self.n - 1)) % self.n if h == _MIN_INT32 else abs(h) % self.n
-        if len(self) > 200_000:   # bounded (about 30 MB) however many distinct words and pairs arrive
-            self.clear()
-        self[feat] = col
+        if len(self.table) > 200_000:   # bounded (about 30 MB) however many distinct words and pairs arrive
+            self.table.clear()
+        self.table[feat] = col
         return col
 
 
@@ -86,8 +103,7 @@ class _HashedTfidf:
         per_row = [_ngrams(split(s), lo, hi) for s in feature_strings]
         lengths = np.fromiter(map(len, per_row), dtype=np.int64, count=len(per_row))
         n = self.buckets.n
-        cols = np.fromiter(map(self.buckets.__getitem__, chain.from_iterable(per_row)), dtype=np.int64,
-                           count=int(lengths.sum()))
+        cols = self.buckets.columns(list(chain.from_iterable(per_row)))
         keys = np.repeat(np.arange(len(per_row), dtype=np.int64), lengths) * n + cols
         keys, counts = np.unique(keys, return_counts=True)
         rows, cols = np.divmod(keys, n)
@@ -104,13 +120,15 @@ class _HashedTfidf:
         return rows, cols, vals
 
 
-def _scores(coef_t: np.ndarray, n_rows: int, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
+def _scores(coef: np.ndarray, n_rows: int, rows: np.ndarray, cols: np.ndarray, vals: np.ndarray,
             out: np.ndarray | None = None) -> np.ndarray:
-    """``X @ coef_t`` for the sparse X given as (row, column, value) triples sorted by row."""
-    out = np.zeros((n_rows, coef_t.shape[1])) if out is None else out
+    """``X @ coef.T`` (classes as columns) for the sparse X given as (row, column, value) triples: one
+    weighted ``bincount`` per class, a gather from one contiguous coefficient row each (measured: half
+    the time of gathering whole coefficient columns and summing them per row with ``reduceat``)."""
+    out = np.zeros((n_rows, coef.shape[0])) if out is None else out
     if len(rows):
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        out[rows[starts]] += np.add.reduceat(coef_t[cols] * vals[:, None], starts, axis=0)
+        for k in range(coef.shape[0]):
+            out[:, k] += np.bincount(rows, weights=vals * coef[k, cols], minlength=n_rows)
     return out
 
 
@@ -128,8 +146,7 @@ class LinearScorer:
         self.lexicon = _HashedTfidf(lex_n, (1, 1), None, False, True, _LEXICON_TOKEN,
                                     float(arrays["area_lexicon_weight"])) if lex_n else None
         self.offset = words_n
-        self.coef = arrays["area_coef"]
-        self.coef_t = np.ascontiguousarray(self.coef.T)   # features x classes: a row gather per feature
+        self.coef = np.ascontiguousarray(arrays["area_coef"])
         self.intercept = arrays["area_intercept"]
         self.beta = float(arrays["area_beta"]) if "area_beta" in arrays else None
         n_classes = len(self.classes)
@@ -140,22 +157,21 @@ class LinearScorer:
         if self.has_themes:
             self.theme_words = _HashedTfidf(int(arrays["theme_words_n"]), tuple(arrays["theme_ngram"]),
                                             arrays["theme_idf"], bool(arrays["theme_sublinear"]), True)
-            self.theme_coef = arrays["theme_coef"]
+            self.theme_coef = np.ascontiguousarray(arrays["theme_coef"])
             n_words = int(arrays["theme_words_n"])
             if self.theme_coef.ndim != 2 or self.theme_coef.shape[1] != n_words \
                     or arrays["theme_idf"].shape != (n_words,) \
                     or arrays["theme_intercept"].shape != (self.theme_coef.shape[0],):
                 raise ValueError("theme arrays do not fit together")
-            self.theme_coef_t = np.ascontiguousarray(self.theme_coef.T)
             self.theme_intercept = arrays["theme_intercept"]
 
     # -- area -------------------------------------------------------------------------------------
     def area_decision(self, feature_strings: list[str]) -> np.ndarray:
         n = len(feature_strings)
-        out = _scores(self.coef_t, n, *self.words.rows(feature_strings))
+        out = _scores(self.coef, n, *self.words.rows(feature_strings))
         if self.lexicon is not None:
             rows, cols, vals = self.lexicon.rows(feature_strings)
-            _scores(self.coef_t, n, rows, cols + self.offset, vals, out)
+            _scores(self.coef, n, rows, cols + self.offset, vals, out)
         return out + self.intercept
 
     def area_proba(self, feature_strings: list[str]) -> np.ndarray:
@@ -171,7 +187,7 @@ class LinearScorer:
 
     # -- themes -----------------------------------------------------------------------------------
     def theme_proba(self, feature_strings: list[str]) -> np.ndarray:
-        out = _scores(self.theme_coef_t, len(feature_strings), *self.theme_words.rows(feature_strings))
+        out = _scores(self.theme_coef, len(feature_strings), *self.theme_words.rows(feature_strings))
         return 1.0 / (1.0 + np.exp(-(out + self.theme_intercept)))
 
     @property

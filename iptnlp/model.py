@@ -304,6 +304,30 @@ def _scorer_of(estimator, theme_estimator):
         return None
 
 
+class _EvidenceColumns:
+    """Feature string -> its hashed column, or -1 for a placeholder feature (not evidence a reader can
+    use); memoised per hash size in a plain dict, like ``Buckets``."""
+
+    def __init__(self, n_features: int):
+        self.buckets = _buckets(n_features)
+        self.table: dict[str, int] = {}
+
+    def columns(self, feats: list[str]) -> np.ndarray:
+        cols = list(map(self.table.get, feats))
+        try:   # most Docs: every feature seen before
+            return np.fromiter(cols, dtype=np.int64, count=len(cols))
+        except TypeError:
+            if len(self.table) > 200_000:
+                self.table.clear()
+            for k, feat in enumerate(feats):
+                if cols[k] is None:
+                    cols[k] = self.table[feat] = -1 if feat.endswith(_PLACEHOLDER_FEATURES) else self.buckets[feat]
+            return np.fromiter(cols, dtype=np.int64, count=len(cols))
+
+
+_EVIDENCE_COLUMNS: dict[int, _EvidenceColumns] = {}
+
+
 def _top_words(doc, cfg, row: np.ndarray, n_features: int, top: int) -> list[tuple[int, int, str]]:
     """Tokens whose hashed features (under feature config ``cfg``) weigh most (positively) in ``row``;
     function words and placeholders are not evidence a reader can use."""
@@ -312,24 +336,31 @@ def _top_words(doc, cfg, row: np.ndarray, n_features: int, top: int) -> list[tup
     key = ("iptnlp_evidence", cfg, n_features)
     cached = doc.user_data.get(key)
     if cached is None:
-        from iptnlp.preprocess import token_features, word_table
+        from iptnlp.preprocess import stop_indices, token_features
 
-        stop = {i for i, _lemma, _num, is_stop in word_table(doc) if is_stop}
-        kept = [(i, feat) for i, feat in token_features(doc, cfg)
-                if i not in stop and not feat.endswith(_PLACEHOLDER_FEATURES)]
-        buckets = _buckets(n_features)
-        cols = np.fromiter((buckets[feat] for _i, feat in kept), dtype=np.int64, count=len(kept))
-        cached = doc.user_data[key] = ([i for i, _feat in kept], cols)
+        columns_of = _EVIDENCE_COLUMNS.get(n_features)
+        if columns_of is None:
+            columns_of = _EVIDENCE_COLUMNS[n_features] = _EvidenceColumns(n_features)
+        stop = stop_indices(doc)
+        kept = [(i, feat) for i, feat in token_features(doc, cfg) if i not in stop]
+        tokens = np.array([i for i, _feat in kept], dtype=np.int64)
+        cols = columns_of.columns([feat for _i, feat in kept])
+        candidate = cols >= 0
+        tokens, cols = tokens[candidate], cols[candidate]
+        cached = doc.user_data[key] = (tokens, cols)
     tokens, cols = cached
     weights = row[cols]
-    scored: dict[int, float] = {}
-    for k in np.flatnonzero(weights > 0).tolist():
-        i, w = tokens[k], weights[k]
-        if scored.get(i, 0.0) < w:
-            scored[i] = w
-    best = sorted(scored.items(), key=lambda x: -x[1])[:top]
+    positive = np.flatnonzero(weights > 0)
+    # each token by its heaviest feature, heaviest first (ties: in text order)
+    order = positive[np.argsort(-weights[positive], kind="stable")]
+    best: list[int] = []
+    for i in tokens[order].tolist():
+        if i not in best:
+            best.append(i)
+            if len(best) == top:
+                break
     spans = []
-    for i, _w in best:
+    for i in best:
         tok = doc[i]
         spans.append((tok.idx, tok.idx + len(tok.text), tok.text))
     return sorted(spans)

@@ -457,16 +457,18 @@ def _make_factories() -> None:
             import numpy as np
             from spacy.attrs import LEMMA, LOWER, NORM
 
-            pairs = zip(*columns(doc, (LOWER, NORM)))
-            out = []
-            for low, norm in pairs:
-                h = lemma_of.get((low, norm))
-                if h is None:
-                    if len(lemma_of) > 2_000_000:   # bounded however many distinct words arrive
-                        lemma_of.clear()
-                    h = lemma_of[(low, norm)] = lemma_hash(low, norm)
-                out.append(h)
-            doc.from_array([LEMMA], np.asarray(out, dtype="uint64"))
+            pairs = list(zip(*columns(doc, (LOWER, NORM))))
+            out = list(map(lemma_of.get, pairs))
+            try:   # most Docs: every (word, norm) seen before
+                lemma = np.fromiter(out, dtype="uint64", count=len(out))
+            except TypeError:
+                if len(lemma_of) > 2_000_000:   # bounded however many distinct words arrive
+                    lemma_of.clear()
+                for k, pair in enumerate(pairs):
+                    if out[k] is None:
+                        out[k] = lemma_of[pair] = lemma_hash(*pair)
+                lemma = np.fromiter(out, dtype="uint64", count=len(out))
+            doc.from_array([LEMMA], lemma)
             return doc
 
         return lemmas
@@ -490,27 +492,27 @@ def _make_factories() -> None:
 
             strings = doc.vocab.strings
             orth, infos = orth_info(doc)
-            punct = [info[2] for info in infos]
-            space = [info[3] for info in infos]
             for o in set(orth) - seen:
                 seen.add(o)
                 if strings[o] in ends:
                     end_hashes.add(o)
-            starts = [False] * n
-            starts[0] = True
-            start, seen_end = 0, False
-            for i in range(n):
-                is_end = orth[i] in end_hashes
-                if seen_end and not punct[i] and not is_end:
-                    starts[start] = True
-                    start, seen_end = i, False
-                elif is_end:
-                    seen_end = True
-            starts[start] = True
-            for i in range(1, n):
-                if space[i - 1] and not space[i] and "\n" in strings[orth[i - 1]]:
-                    starts[i] = True
-            doc.from_array([SENT_START], np.asarray([1 if v else -1 for v in starts], dtype="int64").astype("uint64"))
+            first = [0]
+            # after a sentence end and any punctuation or further ends, the next token starts one
+            after = 0
+            for e in [i for i, o in enumerate(orth) if o in end_hashes]:
+                if e < after:        # inside the run of the end before
+                    continue
+                j = e + 1
+                while j < n and (infos[j][2] or orth[j] in end_hashes):
+                    j += 1
+                if j < n:
+                    first.append(j)
+                after = j
+            # every line break starts a sentence (the first token after a whitespace token holding one)
+            first += [i + 1 for i in range(n - 1) if infos[i][4] and not infos[i + 1][3]]
+            starts = np.full(n, -1, dtype="int64")
+            starts[first] = 1
+            doc.from_array([SENT_START], starts.astype("uint64"))
             return doc
 
         return sentences
@@ -632,6 +634,17 @@ def word_table(doc) -> list[tuple[int, str, bool, bool]]:
             table.append((i, lemma, bool(like_num) or has_digit, bool(stop)))
     doc.user_data[_WORDS_KEY] = table
     return table
+
+
+_STOP_KEY = "iptnlp_stop"
+
+
+def stop_indices(doc) -> frozenset[int]:
+    """Token indices of the stop words among a processed Doc's words (``word_table``), kept on the Doc."""
+    stop = doc.user_data.get(_STOP_KEY)
+    if stop is None:
+        stop = doc.user_data[_STOP_KEY] = frozenset(i for i, _lemma, _num, is_stop in word_table(doc) if is_stop)
+    return stop
 
 
 def token_features(doc, cfg: FeatureConfig) -> list[tuple[int, str]]:

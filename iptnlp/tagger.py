@@ -178,13 +178,17 @@ class Tagger:
                 for c in ("session", "total_sessions", "phase")}
         decided = self.model.decide(proba, self.threshold) if len(docs) else []
         learned = self.model.has_themes
-        theme_proba = self.model.predict_themes(docs) if learned else None
+        # plain Python floats from here on: a numpy scalar per comparison costs more than the comparison
+        theme_proba = self.model.predict_themes(docs).tolist() if learned else None
         theme_cfg = self.model.config.model.themes
-        for k, i in enumerate(np.flatnonzero(ok)):
+        rows_ok = np.flatnonzero(ok)
+        if len(docs):
+            confidence[rows_ok] = proba.max(axis=1)
+            probs[rows_ok] = proba
+        tops = proba.argmax(axis=1).tolist() if len(docs) else []
+        for k, i in enumerate(rows_ok.tolist()):
             doc = docs[k]
             area[i] = decided[k]
-            confidence[i] = proba[k].max()
-            probs[i] = proba[k]
             hits = self.themes.hits(doc)
             phase[i] = self.phase_of(meta["session"][i], meta["total_sessions"][i], meta["phase"][i])
             # the learned theme model decides where the model has one; the rules point at the words
@@ -193,12 +197,11 @@ class Tagger:
             else:
                 themes[i] = themes_of(hits)
             off[i] = off_phase(themes[i], phase[i])
-            top = AREAS[int(proba[k].argmax())]
             theme_evidence = {}
             for t in themes[i]:
                 spans = [h.as_list() for h in hits if h.label == t]
                 theme_evidence[t] = spans or [list(e) for e in self.model.theme_evidence(doc, t)]
-            evidence[i] = {"area": [list(e) for e in self.model.area_evidence(doc, top)],
+            evidence[i] = {"area": [list(e) for e in self.model.area_evidence(doc, AREAS[tops[k]])],
                            "themes": theme_evidence}
         out["area"] = area
         out["confidence"] = confidence

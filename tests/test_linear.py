@@ -50,6 +50,26 @@ def test_buckets_equal_sklearn_hashing():
         expected = [int(vec.transform([w]).indices[0]) for w in words]
         buckets = Buckets(n)
         assert [buckets[w] for w in words] == expected
+        # a batch with features seen and not seen before, repeated: the same columns in order
+        fresh = Buckets(n)
+        assert [fresh[w] for w in words[:100]] == expected[:100]
+        batch = words[50:] + words[:60]
+        assert fresh.columns(batch).tolist() == expected[50:] + expected[:60]
+        assert fresh.columns(batch).tolist() == expected[50:] + expected[:60]
+        assert fresh.columns([]).tolist() == []
+
+
+def test_sparse_scores_equal_the_dense_product():
+    from iptnlp.linear import _scores
+
+    rng = np.random.default_rng(0)
+    coef = rng.normal(size=(5, 40))
+    dense = np.zeros((6, 40))
+    dense[[0, 0, 2, 5, 5, 5], [3, 7, 3, 0, 39, 7]] = rng.uniform(0.1, 1, size=6)   # rows 1, 3, 4 empty
+    rows, cols = np.nonzero(dense)
+    got = _scores(coef, 6, rows, cols, dense[rows, cols])
+    np.testing.assert_allclose(got, dense @ coef.T, rtol=1e-12, atol=1e-12)
+    assert _scores(coef, 3, rows[:0], cols[:0], np.zeros(0)).shape == (3, 5)
 
 
 def test_loading_for_tagging_does_not_import_sklearn(small_model_dir):

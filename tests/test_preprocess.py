@@ -97,6 +97,26 @@ def test_line_breaks_end_sentences(preprocessor):
     assert len(list(d.sents)) == 2
 
 
+@pytest.mark.parametrize("text", [
+    "Slept badly. Argued with her sister! Why? She left.",
+    'He said "enough." Then he left... She cried?! (Again.) Done',
+    "No end mark at all", ".", "Wow!!! \n\n ok.", "a\nb\n\nc.", "x. . y", "Dr. Ward came.",
+])
+def test_sentences_follow_spacys_sentencizer_and_line_breaks(preprocessor, text):
+    """Our array-based sentence component gives spaCy's own sentencizer's starts, plus a start after
+    every line break."""
+    import spacy
+
+    reference = spacy.blank("en")
+    reference.add_pipe("sentencizer")
+    ref = reference(text)
+    expected = {t.i for t in ref if t.is_sent_start}
+    expected |= {t.i + 1 for t in ref[:-1] if t.is_space and "\n" in t.text and not ref[t.i + 1].is_space}
+    d = doc(preprocessor, text)
+    assert [t.text for t in d] == [t.text for t in ref]
+    assert {t.i for t in d if t.is_sent_start} == expected
+
+
 def test_lemmas_ignore_case_and_numbers_collapse(preprocessor):
     assert feats(preprocessor, "ARGUING Crying") == ["argue", "cry"]
     assert feats(preprocessor, "PHQ-9 = 14 on 3/4") == ["num", "num", "on", "num"]
