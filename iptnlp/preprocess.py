@@ -427,11 +427,20 @@ def _make_factories() -> None:
         def placeholders(doc):
             spans = kinds.spans(doc.user_data.get(_TEXT_KEY) or doc.text)
             if spans:
+                # placeholders that share a token once widened to token edges ("[PERSON]/XXX" is one
+                # token at the slash) become one placeholder, of the first one's kind
+                merged: list[list] = []
+                for start, end, kind in spans:
+                    span = doc.char_span(start, end, alignment_mode="expand")
+                    if span is None:
+                        continue
+                    if merged and span.start < merged[-1][1]:
+                        merged[-1][1] = max(merged[-1][1], span.end)
+                    else:
+                        merged.append([span.start, span.end, kind])
                 with doc.retokenize() as retok:
-                    for start, end, kind in spans:
-                        span = doc.char_span(start, end, alignment_mode="expand")
-                        if span is not None:
-                            retok.merge(span, attrs={"NORM": f"ph_{kind}"})
+                    for start, end, kind in merged:
+                        retok.merge(doc[start:end], attrs={"NORM": f"ph_{kind}"})
             return doc
 
         return placeholders

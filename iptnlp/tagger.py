@@ -122,9 +122,34 @@ class Tagger:
         self.themes = finder
 
     def tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order."""
+        """Results for one normalised chunk (see ``iptnlp.io``), same rows in the same order.
+
+        A note that breaks a step of the pipeline (a bug of ours, not of the input) does not stop the
+        run: the chunk is tagged again note by note, and that note alone becomes an error row naming
+        the exception's type (never its message, which may quote the note)."""
         with collector_paused():
-            return self._tag_frame(frame)
+            try:
+                return self._tag_frame(frame)
+            except IdentifierFound:
+                raise
+            except Exception:
+                if len(frame) < 2:
+                    return self._failed(frame, 0, sys.exc_info()[1])
+                return pd.concat([self._tag_row(frame, r) for r in range(len(frame))])
+
+    def _tag_row(self, frame: pd.DataFrame, r: int) -> pd.DataFrame:
+        try:
+            return self._tag_frame(frame.iloc[[r]])
+        except IdentifierFound:
+            raise
+        except Exception as exc:
+            return self._failed(frame, r, exc)
+
+    def _failed(self, frame: pd.DataFrame, r: int, exc: BaseException) -> pd.DataFrame:
+        one = frame.iloc[[r]].copy()
+        one["error"] = (f"row {one['row'].iat[0]}: not tagged: iptnlp failed on this note ({type(exc).__name__}); "
+                        f"please report it with the note_id")
+        return self._tag_frame(one)
 
     def _tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = frame.drop(columns=["text"]).copy()

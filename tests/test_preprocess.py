@@ -28,6 +28,16 @@ def test_other_placeholder_kinds(preprocessor, spelling, kind):
     assert [t._.placeholder for t in d if t._.placeholder] == [kind]
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("Will message [PERSON]/XXX first.", [("[PERSON]/XXX", "person")]),   # one token at the slash
+    ("Saw [NAME][NAME] and <PERSON>-XXX today.", [("[NAME][NAME]", "person"), ("<PERSON>-XXX", "person")]),
+    ("XXX/XXX/[NAME] called.", [("XXX", "redacted"), ("XXX/[NAME]", "redacted")]),
+])
+def test_placeholders_sharing_a_token_become_one(preprocessor, text, expected):
+    d = doc(preprocessor, text)
+    assert [(t.text, t._.placeholder) for t in d if t._.placeholder] == expected
+
+
 def test_bracketed_stage_directions_are_not_placeholders(preprocessor):
     d = doc(preprocessor, "C: I don't know [laughs] maybe [inaudible].")
     assert not any(t._.placeholder for t in d)

@@ -410,3 +410,30 @@ def test_empty_stdin_is_an_error_not_an_empty_success(small_model_dir):
     assert result.exit_code == 1
     assert "Error: <stdin>: no notes arrived (empty input)" in result.output
     assert "{" not in result.output
+
+
+def test_a_note_that_breaks_the_pipeline_is_one_error_row_and_the_run_goes_on(small_model, monkeypatch):
+    """A bug of ours on one note (here: a component that fails on it) costs that note, not the run,
+    and its error names the exception's type, never its message (which may quote the note)."""
+    import pandas as pd
+
+    from iptnlp.tagger import tag
+
+    secret = "Zebulon-Quartermaine"
+    pipe = small_model.preprocessor.pipe
+
+    def breaking_pipe(docs):
+        for d in pipe(docs):
+            if secret in d.text:
+                raise ValueError(f"cannot handle {secret!r}")
+            yield d
+
+    monkeypatch.setattr(small_model.preprocessor, "pipe", breaking_pipe)
+    notes = pd.DataFrame({"note_id": ["a", "b", "c"],
+                          "text": ["Argued with her sister again.", f"Met {secret} at the shop.",
+                                   "Misses her late husband."]})
+    out = tag(notes, small_model)
+    assert out["status"].tolist() == ["ok", "error", "ok"]
+    assert "ValueError" in out["error"].iat[1] and "row 2" in out["error"].iat[1]
+    assert secret not in out.to_string()
+    assert out["area"].iat[0] and out["area"].iat[2] and pd.isna(out["area"].iat[1])
