@@ -502,9 +502,9 @@ def _make_factories() -> None:
             strings = doc.vocab.strings
             orth, infos = orth_info(doc)
             for o in set(orth) - seen:
-                seen.add(o)
-                if strings[o] in ends:
+                if strings[o] in ends:    # before it is seen: another thread may read both sets
                     end_hashes.add(o)
+                seen.add(o)
             first = [0]
             # after a sentence end and any punctuation or further ends, the next token starts one
             after = 0

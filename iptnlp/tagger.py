@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from iptnlp import phi as _phi
-from iptnlp.errors import InputError, OutputError
+from iptnlp.errors import InputError, IptnlpError, OutputError
 from iptnlp.io import (
     CARRIED,
     MAX_NOTE_CHARS,
@@ -99,6 +99,19 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_collector_after_fork)
 
 
+def _clean(exc: BaseException, what: str) -> RuntimeError:
+    """An error for a failure that is not the notes' fault, naming the exception's type and where it
+    was raised but not its message (which may quote a note); raise it ``from None``."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    err = RuntimeError(f"{what} ({type(exc).__name__}{where}): a fault of iptnlp or of its model, not of the "
+                       f"notes; please report it")
+    err.__cause__, err.__suppress_context__ = None, True
+    return err
+
+
 class Tagger:
     """Everything one tagging run applies to each chunk: the area model, the theme rules, phases."""
 
@@ -126,30 +139,39 @@ class Tagger:
 
         A note that breaks a step of the pipeline (a bug of ours, not of the input) does not stop the
         run: the chunk is tagged again note by note, and that note alone becomes an error row naming
-        the exception's type (never its message, which may quote the note)."""
+        the exception's type (never its message, which may quote the note). Our own errors (a model
+        that cannot be read, leftover identifiers under ``--on-phi fail``) still stop the run, and so
+        does a failure of every note of a chunk (then the fault is not in the notes)."""
         with collector_paused():
             try:
                 return self._tag_frame(frame)
-            except IdentifierFound:
+            except (IptnlpError, MemoryError):
                 raise
-            except Exception:
-                if len(frame) < 2:
-                    return self._failed(frame, 0, sys.exc_info()[1])
-                return pd.concat([self._tag_row(frame, r) for r in range(len(frame))])
+            except Exception as exc:   # retried below, outside this block: no traceback quotes a note
+                failure = exc
+            if len(frame) == 0:
+                raise _clean(failure, "tagging an empty chunk")
+            rows, failed = [], 0
+            for r in range(len(frame)):
+                one, exc = self._tag_row(frame, r)
+                failed += exc is not None
+                rows.append(one)
+            if failed == len(frame) > 1:
+                raise _clean(failure, f"{frame['source'].iat[0]}: rows {frame['row'].iat[0]}-{frame['row'].iat[-1]}: "
+                                      f"tagging failed on every note")
+            return pd.concat(rows)
 
-    def _tag_row(self, frame: pd.DataFrame, r: int) -> pd.DataFrame:
+    def _tag_row(self, frame: pd.DataFrame, r: int) -> tuple[pd.DataFrame, Exception | None]:
         try:
-            return self._tag_frame(frame.iloc[[r]])
-        except IdentifierFound:
+            return self._tag_frame(frame.iloc[[r]]), None
+        except (IptnlpError, MemoryError):
             raise
         except Exception as exc:
-            return self._failed(frame, r, exc)
-
-    def _failed(self, frame: pd.DataFrame, r: int, exc: BaseException) -> pd.DataFrame:
+            failure = exc
         one = frame.iloc[[r]].copy()
-        one["error"] = (f"row {one['row'].iat[0]}: not tagged: iptnlp failed on this note ({type(exc).__name__}); "
-                        f"please report it with the note_id")
-        return self._tag_frame(one)
+        one["error"] = (f"row {one['row'].iat[0]}: not tagged: iptnlp failed on this note "
+                        f"({type(failure).__name__}); please report it with the note_id")
+        return self._tag_frame(one), failure
 
     def _tag_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         out = frame.drop(columns=["text"]).copy()
@@ -189,7 +211,7 @@ class Tagger:
                         continue
                     tokenized[k] = nlp.make_doc(texts[k])
                 keep.append(k)
-        docs = list(self.model.preprocessor.pipe([tokenized[k] for k in keep]))
+        docs = list(self.model.preprocessor.pipe([tokenized[k] for k in keep])) if keep else []
         proba = self.model.predict_proba_features([self.model.preprocessor.features(d) for d in docs])
         out["status"] = status
         area: list = [None] * n

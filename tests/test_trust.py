@@ -437,3 +437,30 @@ def test_a_note_that_breaks_the_pipeline_is_one_error_row_and_the_run_goes_on(sm
     assert "ValueError" in out["error"].iat[1] and "row 2" in out["error"].iat[1]
     assert secret not in out.to_string()
     assert out["area"].iat[0] and out["area"].iat[2] and pd.isna(out["area"].iat[1])
+
+
+def test_a_fault_on_every_note_stops_the_run_without_quoting_a_note(small_model, monkeypatch):
+    """When every note of a chunk fails, the fault is ours (a broken model or pipeline), not the notes':
+    the run stops with an error that names the exception's type, and our own errors stay as they are."""
+    import pandas as pd
+
+    from iptnlp.errors import ModelError
+    from iptnlp.tagger import tag
+
+    notes = pd.DataFrame({"text": ["Argued with Zebulon-Quartermaine again.", "Misses Zebulon-Quartermaine."]})
+
+    def broken(_docs):
+        raise ValueError("cannot read 'Zebulon-Quartermaine'")
+
+    monkeypatch.setattr(small_model.preprocessor, "pipe", broken)
+    with pytest.raises(RuntimeError) as caught:
+        tag(notes, small_model)
+    assert "every note" in str(caught.value) and "ValueError" in str(caught.value)
+    assert "Zebulon" not in str(caught.value) and caught.value.__context__ is None
+
+    def unreadable(_docs):
+        raise ModelError("the model cannot be read; rebuild it with make train")
+
+    monkeypatch.setattr(small_model.preprocessor, "pipe", unreadable)
+    with pytest.raises(ModelError):
+        tag(notes, small_model)
