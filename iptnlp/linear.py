@@ -37,10 +37,28 @@ def _hash():
     return murmur
 
 
+def memo_lookup(table: dict, keys: list, compute, dtype, bound: int) -> np.ndarray:
+    """``table[key]`` for each key, as an array of ``dtype``; a key not in the table is computed once
+    and kept (the table is emptied first when it holds over ``bound`` keys). One ``map`` of the plain
+    dict's ``get`` does the common case, where every key was seen before."""
+    values = list(map(table.get, keys))
+    try:
+        return np.fromiter(values, dtype=dtype, count=len(values))
+    except TypeError:   # a None: a key not seen yet
+        if len(table) > bound:
+            table.clear()
+        for k, key in enumerate(keys):
+            if values[k] is None:
+                values[k] = table[key] = compute(key)
+        return np.fromiter(values, dtype=dtype, count=len(values))
+
+
 class Buckets:
     """Feature string -> hashed column, exactly as scikit-learn's ``HashingVectorizer``
     (``alternate_sign=False``), memoised in a plain dict: the same words come back note after note,
     and a plain dict's own lookup (``map(table.get, ...)``) is twice as fast as a dict subclass's."""
+
+    BOUND = 200_000   # about 30 MB however many distinct words and pairs arrive
 
     def __init__(self, n_features: int):
         self.n = n_features
@@ -51,26 +69,16 @@ class Buckets:
         return len(self.table)
 
     def __getitem__(self, feat: str) -> int:
-        col = self.table.get(feat)
-        return self._add(feat) if col is None else col
+        return int(self.columns([feat])[0])
 
     def columns(self, feats: list[str]) -> np.ndarray:
         """The column of each feature, in order (int64)."""
-        cols = list(map(self.table.get, feats))
-        try:   # most chunks: every feature seen before
-            return np.fromiter(cols, dtype=np.int64, count=len(cols))
-        except TypeError:   # a None: a feature not seen yet
-            return np.fromiter((self._add(f) if c is None else c for f, c in zip(feats, cols)),
-                               dtype=np.int64, count=len(cols))
+        return memo_lookup(self.table, feats, self._column, np.int64, self.BOUND)
 
-    def _add(self, feat: str) -> int:
+    def _column(self, feat: str) -> int:
         h = self.murmur(feat)
         # sklearn/_hashing_fast.pyx: abs() of INT32_MIN overflows, so it has its own column
-        col = (2 ** 31 - 1 - (self.n - 1)) % self.n if h == _MIN_INT32 else abs(h) % self.n
-        if len(self.table) > 200_000:   # bounded (about 30 MB) however many distinct words and pairs arrive
-            self.table.clear()
-        self.table[feat] = col
-        return col
+        return (2 ** 31 - 1 - (self.n - 1)) % self.n if h == _MIN_INT32 else abs(h) % self.n
 
 
 def _ngrams(tokens: list[str], lo: int, hi: int) -> list[str]:

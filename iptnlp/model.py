@@ -306,23 +306,19 @@ def _scorer_of(estimator, theme_estimator):
 
 class _EvidenceColumns:
     """Feature string -> its hashed column, or -1 for a placeholder feature (not evidence a reader can
-    use); memoised per hash size in a plain dict, like ``Buckets``."""
+    use); memoised per hash size, like ``Buckets``."""
 
     def __init__(self, n_features: int):
         self.buckets = _buckets(n_features)
         self.table: dict[str, int] = {}
 
     def columns(self, feats: list[str]) -> np.ndarray:
-        cols = list(map(self.table.get, feats))
-        try:   # most Docs: every feature seen before
-            return np.fromiter(cols, dtype=np.int64, count=len(cols))
-        except TypeError:
-            if len(self.table) > 200_000:
-                self.table.clear()
-            for k, feat in enumerate(feats):
-                if cols[k] is None:
-                    cols[k] = self.table[feat] = -1 if feat.endswith(_PLACEHOLDER_FEATURES) else self.buckets[feat]
-            return np.fromiter(cols, dtype=np.int64, count=len(cols))
+        from iptnlp.linear import memo_lookup
+
+        return memo_lookup(self.table, feats, self._column, np.int64, self.buckets.BOUND)
+
+    def _column(self, feat: str) -> int:
+        return -1 if feat.endswith(_PLACEHOLDER_FEATURES) else self.buckets[feat]
 
 
 _EVIDENCE_COLUMNS: dict[int, _EvidenceColumns] = {}

@@ -466,18 +466,12 @@ def _make_factories() -> None:
             import numpy as np
             from spacy.attrs import LEMMA, LOWER, NORM
 
+            from iptnlp.linear import memo_lookup
+
             pairs = list(zip(*columns(doc, (LOWER, NORM))))
-            out = list(map(lemma_of.get, pairs))
-            try:   # most Docs: every (word, norm) seen before
-                lemma = np.fromiter(out, dtype="uint64", count=len(out))
-            except TypeError:
-                if len(lemma_of) > 2_000_000:   # bounded however many distinct words arrive
-                    lemma_of.clear()
-                for k, pair in enumerate(pairs):
-                    if out[k] is None:
-                        out[k] = lemma_of[pair] = lemma_hash(*pair)
-                lemma = np.fromiter(out, dtype="uint64", count=len(out))
-            doc.from_array([LEMMA], lemma)
+            # bounded however many distinct words arrive
+            doc.from_array([LEMMA], memo_lookup(lemma_of, pairs, lambda pair: lemma_hash(*pair), np.uint64,
+                                                2_000_000))
             return doc
 
         return lemmas
