@@ -37,7 +37,7 @@ SESSION_COLUMNS = ("case_id", "session", "total_sessions", "note_id", "status", 
                    "confidence") + PROBA_COLUMNS + (
                    "phase", "focus", "focus_source", "course_area", "course_confidence", "p_focus",
                    "on_focus", "drift", "themes",
-                   "off_phase_themes", "placed", "remark", "source", "row")
+                   "off_phase_themes", "two_area_focus", "placed", "remark", "source", "row")
 
 
 # --- rules as data ------------------------------------------------------------------------------
@@ -51,6 +51,7 @@ class DriftRule:
 class TwoAreaRule:
     min_second_score: float = 0.40
     min_notes: int = 6
+    stated_min_second_score: float = 0.05   # when an initial-phase note states a two-area focus
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,8 @@ def load_audit_config(path: str | Path | None = None) -> AuditConfig:
         problems.append("course_context.weight must be in [0, 4]")
     if not 0.0 < cfg.course_context.keep_own_above <= 1.0:
         problems.append("course_context.keep_own_above must be in (0, 1]")
+    if not 0.0 <= fi.two_areas.stated_min_second_score <= 0.5:
+        problems.append("focus_inference.two_areas.stated_min_second_score must be in [0, 0.5]")
     if fi.two_areas.min_notes < 1:
         problems.append("focus_inference.two_areas.min_notes must be at least 1")
     if problems:
@@ -122,12 +125,18 @@ def focus_scores(proba: np.ndarray, phases: list, config: AuditConfig) -> np.nda
     return scores / scores.sum()
 
 
-def infer_focus(proba: np.ndarray, phases: list, config: AuditConfig) -> tuple[str, ...]:
-    """The focus a case's notes point at: the top area, with a second one under the two-area rule."""
+def infer_focus(proba: np.ndarray, phases: list, config: AuditConfig, *,
+                two_stated: bool = False) -> tuple[str, ...]:
+    """The focus a case's notes point at: the top area, with a second one under the two-area rule.
+
+    ``two_stated``: an initial-phase note states a focus of two areas (``two_area_focus``); then the
+    second area needs only ``stated_min_second_score``, and no minimum number of notes."""
     scores = focus_scores(proba, phases, config)
     order = np.argsort(-scores, kind="stable")
     rule = config.focus_inference.two_areas
-    if scores[order[1]] >= rule.min_second_score and len(proba) >= rule.min_notes:
+    second = scores[order[1]]
+    if (second >= rule.min_second_score and len(proba) >= rule.min_notes) or (
+            two_stated and second >= rule.stated_min_second_score):
         return tuple(AREAS[k] for k in sorted(order[:2]))
     return (AREAS[order[0]],)
 
@@ -196,6 +205,15 @@ def _as_list(value) -> list[str]:
     return [t.strip() for t in str(value).split(";") if t.strip()]
 
 
+def _truthy(value) -> bool:
+    """A ``two_area_focus`` cell (bool, or text read back from a CSV) as a bool; blank is False."""
+    if _blank(value):
+        return False
+    if isinstance(value, str):
+        return value.strip().lower() in ("true", "1", "yes")
+    return bool(value)
+
+
 def _join(items) -> str:
     return ";".join(str(i) for i in items)
 
@@ -223,6 +241,7 @@ def audit(tagged: pd.DataFrame, config: AuditConfig | None = None, *, focus_col:
         **{c: col(c, np.nan) for c in PROBA_COLUMNS},
         "phase": col("phase"),
         "themes": [_as_list(t) for t in col("themes")],
+        "two_area_focus": [_truthy(v) for v in col("two_area_focus")],
         "source": col("source"),
         "row": col("row"),
     })
@@ -304,8 +323,9 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
 
     proba = ok[list(PROBA_COLUMNS)].to_numpy(dtype=float)
     finite = np.isfinite(proba).all(axis=1)   # rows from the tagger always are; an API caller's may not be
-    inferred = infer_focus(proba[finite], [p for p, f in zip(ok["phase"], finite) if f], config) \
-        if finite.any() else None
+    two_stated = bool((ok["two_area_focus"] & ok["phase"].eq("initial")).any())
+    inferred = infer_focus(proba[finite], [p for p, f in zip(ok["phase"], finite) if f], config,
+                           two_stated=two_stated) if finite.any() else None
     values = Counter(str(v).strip() for v in given if not _blank(v))
     focus: tuple[str, ...] | None
     if values:

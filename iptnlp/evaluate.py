@@ -479,14 +479,15 @@ def theme_flag_metrics(gold: list[list[str]], pred: list[list[str]], phases: lis
     return {"n": len(gold), "micro": micro, "per_theme": per, "off_phase": off}
 
 
-def _course_frame(records: list[dict], area_proba: np.ndarray, themes: list[list[str]]):
+def _course_frame(records: list[dict], area_proba: np.ndarray, themes: list[list[str]], two_area=None):
     import pandas as pd
 
     from iptnlp.taxonomy import AREAS
 
     rows = []
-    for r, p, t in zip(records, area_proba, themes):
-        rows.append({"note_id": r["note_id"], "case_id": r.get("case_id"), "session": r.get("session"),
+    two_area = two_area if two_area is not None else [False] * len(records)
+    for r, p, t, two in zip(records, area_proba, themes, two_area):
+        rows.append({"two_area_focus": bool(two), "note_id": r["note_id"], "case_id": r.get("case_id"), "session": r.get("session"),
                      "total_sessions": r.get("total_sessions"), "status": "ok",
                      "area": AREAS[int(np.argmax(p))], **{f"p_{a}": float(p[j]) for j, a in enumerate(AREAS)},
                      "phase": r["phase"], "themes": t, "focus": r.get("focus")})
@@ -497,7 +498,8 @@ def _split(value) -> set[str]:
     return {v for v in str(value or "").split(";") if v}
 
 
-def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[str]], audit_config=None) -> dict:
+def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[str]], audit_config=None,
+                two_area: list[bool] | None = None) -> dict:
     """The audit on courses with known answers: predicted (probabilities, themes) against gold.
 
     Gold: focus as written; drift = a middle session whose ``area`` label is not in the focus;
@@ -514,7 +516,8 @@ def audit_check(records: list[dict], area_proba: np.ndarray, themes: list[list[s
     recs = [records[i] for i in keep]
     onehot = np.array([[1.0 if r["area"] == a else 0.0 for a in AREAS] for r in recs])
     gold = audit(_course_frame(recs, onehot, [r["themes"] for r in recs]), cfg).cases.set_index("case_id")
-    pred_frame = _course_frame(recs, area_proba[keep], [themes[i] for i in keep])
+    pred_frame = _course_frame(recs, area_proba[keep], [themes[i] for i in keep],
+                               [two_area[i] for i in keep] if two_area is not None else None)
     given_result = audit(pred_frame, cfg)
     given = given_result.cases.set_index("case_id")
     inferred = audit(pred_frame, cfg, focus_col=None).cases.set_index("case_id")
@@ -571,7 +574,7 @@ def oof_corpus_predictions(records: list[dict], *, config_path=None, n_splits: i
     from dataclasses import replace
 
     from iptnlp.model import ResolvedConfig, fit
-    from iptnlp.themes import ThemeFinder, load_theme_rules
+    from iptnlp.themes import ThemeFinder, load_focus_cues, load_theme_rules
     from iptnlp.train import _grouped_theme_proba, cached_features
 
     base = ResolvedConfig.from_file(config_path)
@@ -587,7 +590,7 @@ def oof_corpus_predictions(records: list[dict], *, config_path=None, n_splits: i
                                        groups, base, n_splits)
     say("themes: rule hits")
     pre = base.preprocessor()
-    finder = ThemeFinder(pre.nlp, load_theme_rules())
+    finder = ThemeFinder(pre.nlp, {**load_theme_rules(), **load_focus_cues()})   # as the tagger does
     ruled = [{h.label for h in finder.hits(doc)} for doc in pre.pipe(texts)]
     return base, area, theme_proba, ruled
 
@@ -625,7 +628,8 @@ def heldout_predictions(records: list[dict], model_dir=None):
     df = pd.DataFrame([{k: r.get(k) for k in ("note_id", "text", "case_id", "session", "total_sessions")}
                        | {"phase": r["phase"] if r.get("phase_stated") else None} for r in records])
     out = Tagger(model).tag_frame(_normalise(df, "<heldout>", 1, InputSpec()))
-    return out[[f"p_{a}" for a in AREAS]].to_numpy(dtype=float), [list(t) for t in out["themes"]]
+    return (out[[f"p_{a}" for a in AREAS]].to_numpy(dtype=float), [list(t) for t in out["themes"]],
+            [bool(v) for v in out["two_area_focus"]])
 
 
 def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path=None,
@@ -654,7 +658,8 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                    **({"themes_by_writer": theme_flag_metrics(
                        gold, combine_themes(by_writer, ruled, phases, tc), phases)["micro"]}
                       if by_writer is not None else {}),
-                   "audit": audit_check(records, area, themes, audit_cfg),
+                   "audit": audit_check(records, area, themes, audit_cfg,
+                                        ["two_area_focus" in r for r in ruled]),
                    # the per-theme thresholds of configs/model.yml were chosen from these same
                    # out-of-fold predictions: the cross-fitted figure is the honest one for them
                    "threshold_choice": cross_fitted_thresholds(
@@ -677,7 +682,7 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
         # the card holds a digest of the training data, not its note ids: if the corpus has changed since
         # the shipped model was trained, notes new in it were not trained on
         same_corpus = trained.get("sha256") == sha256_files([corpus])
-        h_area, h_themes = heldout_predictions(held, model_dir)
+        h_area, h_themes, h_two = heldout_predictions(held, model_dir)
         shipped = model_dir == DEFAULT_MODEL_DIR
         entry = {"files": [p.name for p in heldout], "notes": len(held),
                  "model": "the shipped model" if shipped else str(heldout_model),
@@ -688,7 +693,7 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                  "area": classification_metrics([r["area"] for r in held], h_area),
                  "themes": theme_flag_metrics([r["themes"] for r in held], h_themes, [r["phase"] for r in held])}
         if any(r.get("case_id") for r in held):
-            entry["audit"] = audit_check(held, h_area, h_themes, audit_cfg)
+            entry["audit"] = audit_check(held, h_area, h_themes, audit_cfg, h_two)
         if overlap and same_corpus:
             say(f"warning: {overlap} held-out notes are in {corpus.name}, which the model was trained "
                 f"on: they are not held out")

@@ -26,7 +26,7 @@ CARRIED = ("case_id", "session", "total_sessions", "phase", "focus")
 INT_COLUMNS = ("session", "total_sessions")
 PROBA_COLUMNS = tuple(f"p_{a}" for a in AREAS)
 RESULT_COLUMNS = ("note_id", "status", "error", "area", "confidence") + PROBA_COLUMNS + (
-    "phase", "themes", "off_phase_themes", "evidence", "phi_flags")
+    "phase", "themes", "off_phase_themes", "two_area_focus", "evidence", "phi_flags")
 TRAILING_COLUMNS = ("source", "row")
 STDIO = "-"
 MAX_NOTE_CHARS = 2_000_000      # the spaCy stage's max_length is set to match
@@ -646,7 +646,7 @@ def _arrow_schema(columns: list[str]):
     import pyarrow as pa
 
     types = {"confidence": pa.float64(), "row": pa.int64(), "session": pa.int64(),
-             "total_sessions": pa.int64()}
+             "total_sessions": pa.int64(), "two_area_focus": pa.bool_()}
     types.update({c: pa.float64() for c in PROBA_COLUMNS})
     list_columns = {"themes", "off_phase_themes"}
     return pa.schema([(c, pa.list_(pa.string()) if c in list_columns else types.get(c, pa.string()))

@@ -118,7 +118,7 @@ class Tagger:
     def __init__(self, model: AreaModel, *, threshold: float | None = None,
                  course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None,
                  on_phi: str = "flag"):
-        from iptnlp.themes import ThemeFinder, load_theme_rules
+        from iptnlp.themes import ThemeFinder, load_focus_cues, load_theme_rules
 
         if on_phi not in ON_PHI:
             raise ValueError(f"on_phi must be one of {', '.join(ON_PHI)}")
@@ -129,7 +129,8 @@ class Tagger:
         self.course_length = course_length
         finder = _DEFAULT_FINDERS.get(model) if theme_rules is None else None
         if finder is None:
-            finder = ThemeFinder(model.preprocessor.nlp, load_theme_rules(theme_rules))
+            # one matcher pass finds the themes and the focus statements (configs/focus.yml)
+            finder = ThemeFinder(model.preprocessor.nlp, {**load_theme_rules(theme_rules), **load_focus_cues()})
             if theme_rules is None:   # built once per model: tag() may be called for every DataFrame
                 _DEFAULT_FINDERS[model] = finder
         self.themes = finder
@@ -220,6 +221,7 @@ class Tagger:
         phase: list = [None] * n
         themes: list = [None] * n
         off: list = [None] * n
+        two_areas: list = [None] * n
         evidence: list = [None] * n
         meta = {c: out[c].tolist() if c in out.columns else [None] * n
                 for c in ("session", "total_sessions", "phase")}
@@ -250,6 +252,10 @@ class Tagger:
                 theme_evidence[t] = spans or [list(e) for e in self.model.theme_evidence(doc, t)]
             evidence[i] = {"area": [list(e) for e in self.model.area_evidence(doc, AREAS[tops[k]])],
                            "themes": theme_evidence}
+            stated = [h.as_list() for h in hits if h.label == "two_area_focus"]
+            two_areas[i] = bool(stated)
+            if stated:
+                evidence[i]["two_area_focus"] = stated
         out["area"] = area
         out["confidence"] = confidence
         for j, col in enumerate(PROBA_COLUMNS):
@@ -257,6 +263,7 @@ class Tagger:
         out["phase"] = phase
         out["themes"] = themes
         out["off_phase_themes"] = off
+        out["two_area_focus"] = two_areas
         out["evidence"] = evidence
         out["phi_flags"] = phi_flags
         out["error"] = [None if good else e for good, e in zip(ok, errors)]

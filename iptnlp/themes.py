@@ -17,6 +17,10 @@ from iptnlp.preprocess import ext
 from iptnlp.taxonomy import PHASES, THEME_IDS, is_off_phase
 
 DEFAULT_THEMES = CONFIG_DIR / "themes.yml"
+DEFAULT_FOCUS_CUES = CONFIG_DIR / "focus.yml"
+#: what ``configs/focus.yml`` may name: a note stating that the agreed focus is two problem areas
+#: ("we agreed to work on both: ...", "two linked areas"); the audit reads it (``two_area_focus``)
+FOCUS_CUES = ("two_area_focus",)
 
 
 @dataclass(frozen=True)
@@ -34,9 +38,18 @@ class ThemeHit:
 
 def load_theme_rules(path: str | Path | None = None) -> dict[str, dict]:
     """theme -> {"phrases": [...], "patterns": [...]}; every problem reported at once."""
-    path = Path(path) if path else DEFAULT_THEMES
+    return _load_rules(Path(path) if path else DEFAULT_THEMES, THEME_IDS, "theme")
+
+
+def load_focus_cues(path: str | Path | None = None) -> dict[str, dict]:
+    """``configs/focus.yml``: the words by which a note states its agreed focus, as theme-like rules
+    (``two_area_focus`` -> {"phrases": [...], "patterns": [...]})."""
+    return _load_rules(Path(path) if path else DEFAULT_FOCUS_CUES, FOCUS_CUES, "cue")
+
+
+def _load_rules(path: Path, known: tuple[str, ...], what: str) -> dict[str, dict]:
     data = _read_yaml(path)
-    problems = [f"unknown theme {k!r} (known: {', '.join(THEME_IDS)})" for k in data if k not in THEME_IDS]
+    problems = [f"unknown {what} {k!r} (known: {', '.join(known)})" for k in data if k not in known]
     rules: dict[str, dict] = {}
     for theme, spec in data.items():
         if not isinstance(spec, dict):

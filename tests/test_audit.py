@@ -84,6 +84,23 @@ def test_two_area_focus_needs_a_strong_second_area_and_enough_notes():
     assert case_of(audit(frame(short)), "k")["focus"] in ("grief", "role_dispute")
 
 
+def test_a_stated_two_area_focus_needs_only_a_trace_of_the_second_area():
+    # the probabilities alone point at grief; an initial note says both areas were agreed
+    rows = [note("k", s, grief=0.9) for s in (1, 2, 3, 5, 6, 7, 8)] + [note("k", 4, role_transition=0.9)]
+    assert case_of(audit(frame(rows)), "k")["focus"] == "grief"
+    stated = [dict(r, two_area_focus=r["session"] == 3) for r in rows]
+    c = case_of(audit(frame(stated)), "k")
+    assert (c["focus"], c["focus_source"]) == ("grief+role_transition", "inferred")
+    # read back from a CSV the flag is text; a statement outside the initial phase does not count
+    as_text = [dict(r, two_area_focus="True" if r["session"] == 3 else "False") for r in rows]
+    assert case_of(audit(frame(as_text)), "k")["focus"] == "grief+role_transition"
+    late = [dict(r, two_area_focus=r["session"] == 6) for r in rows]
+    assert case_of(audit(frame(late)), "k")["focus"] == "grief"
+    # a statement in a course that never touches a second area does not make one up
+    flat = [dict(note("k", s, grief=0.995), two_area_focus=s == 2) for s in range(1, 9)]
+    assert case_of(audit(frame(flat)), "k")["focus"] == "grief"
+
+
 def test_given_focus_wins_over_the_notes():
     rows = [note("k", s, grief=0.9, focus="role_transition") for s in (1, 2, 3, 4)]
     c = case_of(audit(frame(rows)), "k")

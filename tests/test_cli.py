@@ -39,7 +39,7 @@ def test_tag_csv_to_csv(runner, tmp_path, small_model_dir):
     assert result.exit_code == 0, result.output
     df = pd.read_csv(out)
     assert df.columns.tolist() == ["note_id", "status", "error", "area", "confidence", *PROBA, "phase",
-                                   "themes", "off_phase_themes", "evidence", "phi_flags", "case_id", "session", "source", "row"]
+                                   "themes", "off_phase_themes", "two_area_focus", "evidence", "phi_flags", "case_id", "session", "source", "row"]
     assert df["note_id"].tolist() == ["a", "b", "c"]
     assert df["status"].tolist() == ["ok", "error", "ok"]
     assert df.loc[1, "error"] == "row 2: text is missing or not a string"

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from iptnlp.errors import ConfigError
-from iptnlp.themes import ThemeFinder, load_theme_rules, off_phase, themes_of
+from iptnlp.themes import ThemeFinder, load_focus_cues, load_theme_rules, off_phase, themes_of
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,29 @@ def test_rules_file_problems_listed(tmp_path):
     assert "role_play: unknown key 'phrase'" in str(err.value)
 
 
+@pytest.mark.parametrize("text,stated", [
+    ("Formulation shared. We agreed to work on both: the row with her brother, and becoming a carer.", True),
+    ("Agreed two linked areas: the move, and the fights with her husband about it.", True),
+    ("She said both belong in the work.", True),
+    ("Two things meet here: the move and the loneliness. Agreed both as focus.", True),
+    ("Named the sadness and the anger. Accepted both; she apologised for the anger.", False),
+    ("Explained to both that depression is an illness, not laziness.", False),
+    ("Focus = dispute with son; both expect different things from the flat.", False),
+    ("We may work on both: the move and the marriage, if she wants.", False),
+])
+def test_a_stated_two_area_focus(shipped_preprocessor, text, stated):
+    cues = ThemeFinder(shipped_preprocessor.nlp, load_focus_cues())
+    doc = next(iter(shipped_preprocessor.pipe([text])))
+    assert any(h.label == "two_area_focus" for h in cues.hits(doc)) is stated
+
+
+def test_focus_cues_file_problems_listed(tmp_path):
+    p = tmp_path / "f.yml"
+    p.write_text("two_area_focus:\n  phrases: [x]\none_area_focus:\n  phrases: [y]\n")
+    with pytest.raises(ConfigError, match="unknown cue 'one_area_focus'"):
+        load_focus_cues(p)
+
+
 @pytest.fixture(scope="module")
 def shipped():
     from iptnlp.config import REPO_ROOT
@@ -95,6 +118,20 @@ def test_tag_output_has_phase_themes_and_evidence_inside_the_note(shipped):
         spans = ev["area"] + [s for hits in ev["themes"].values() for s in hits]
         assert spans
         assert all(0 <= s < e <= len(text) and text[s:e] == w for s, e, w in spans)
+
+
+def test_tag_reports_a_stated_two_area_focus_with_its_words(shipped):
+    import pandas as pd
+
+    from iptnlp.tagger import tag
+
+    texts = ["Formulation: mood fell after the move and the rows with her husband. We agreed to work "
+             "on both: the new role first, then the rows.", "Agreed the focus: the rows with her husband."]
+    out = tag(pd.DataFrame({"text": texts}), shipped)
+    assert out["two_area_focus"].tolist() == [True, False]
+    (s, e, w), = out.loc[0, "evidence"]["two_area_focus"]
+    assert texts[0][s:e] == w == "work on both:"
+    assert "two_area_focus" not in out.loc[1, "evidence"]
 
 
 def test_per_theme_thresholds_decide_their_theme_only():
