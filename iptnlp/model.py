@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -332,15 +333,17 @@ def _top_words(doc, cfg, row: np.ndarray, n_features: int, top: int) -> list[tup
     key = ("iptnlp_evidence", cfg, n_features)
     cached = doc.user_data.get(key)
     if cached is None:
-        from iptnlp.preprocess import stop_indices, token_features
+        from iptnlp.preprocess import token_features, word_table
 
         columns_of = _EVIDENCE_COLUMNS.get(n_features)
         if columns_of is None:
             columns_of = _EVIDENCE_COLUMNS[n_features] = _EvidenceColumns(n_features)
-        stop = stop_indices(doc)
-        kept = [(i, feat) for i, feat in token_features(doc, cfg) if i not in stop]
-        tokens = np.array([i for i, _feat in kept], dtype=np.int64)
-        cols = columns_of.columns([feat for _i, feat in kept])
+        index, feats = token_features(doc, cfg)
+        table = word_table(doc)
+        content = table.content if index is table.index else \
+            list(map(dict(zip(table.index, table.content)).__getitem__, index))
+        tokens = np.fromiter(compress(index, content), dtype=np.int64)
+        cols = columns_of.columns(list(compress(feats, content)))
         candidate = cols >= 0
         tokens, cols = tokens[candidate], cols[candidate]
         cached = doc.user_data[key] = (tokens, cols)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 from iptnlp.config import FeatureConfig, PreprocessConfig
 
@@ -158,13 +159,6 @@ class TextKeepingTokenizer:
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator:
         for text in texts:
             yield self(text)
-
-
-def columns(doc, attrs) -> list[list[int]]:
-    """One list per attribute id, read with ``Doc.to_array`` one attribute at a time: spaCy fills a
-    one-attribute array in a typed loop, but a several-attribute one element by element (measured
-    here: ten times slower for four attributes)."""
-    return [doc.to_array(attr).tolist() for attr in attrs]
 
 
 _ORTH_KEY = "iptnlp_orth"
@@ -450,28 +444,40 @@ def _make_factories() -> None:
         table = _lemma_table()
         overrides = {k.lower(): v for k, v in rules_of(rules).lemma_overrides.items()}
 
-        strings = nlp.vocab.strings
-        lemma_of: dict[tuple[int, int], int] = {}   # (lower, norm) hash -> lemma hash, filled as words come
+        vocab = nlp.vocab
+        strings = vocab.strings
+        # (orth, norm) hash -> (lemma hash, the token's word entry: see ``word_table``), filled as words come
+        token_of: dict[tuple[int, int], tuple[int, tuple[str, str, bool] | bool]] = {}
 
-        def lemma_hash(low: int, norm: int) -> int:
-            norm_s = strings[norm]
-            if norm_s.startswith("ph_"):
-                return norm
-            low_s = strings[low]
-            return strings.add(overrides.get(low_s) or table.get(low_s, low_s))
+        def token_info(pair: tuple[int, int]) -> tuple[int, tuple[str, str, bool] | bool]:
+            orth, norm = pair
+            lex = vocab[orth]
+            if strings[norm].startswith("ph_"):
+                lemma = norm
+            else:
+                low_s = lex.lower_
+                lemma = strings.add(overrides.get(low_s) or table.get(low_s, low_s))
+            return lemma, _word_entry(lex, strings[lemma])
 
         def lemmas(doc):
-            if not len(doc):
+            """The lemma of each token, and its word entry kept on the Doc for ``word_table``: both
+            depend only on the token's (orth, norm) pair, read from a memo with one ``map``."""
+            n = len(doc)
+            if not n:
                 return doc
             import numpy as np
-            from spacy.attrs import LEMMA, LOWER, NORM
+            from spacy.attrs import LEMMA, NORM
 
-            from iptnlp.linear import memo_lookup
-
-            pairs = list(zip(*columns(doc, (LOWER, NORM))))
-            # bounded however many distinct words arrive
-            doc.from_array([LEMMA], memo_lookup(lemma_of, pairs, lambda pair: lemma_hash(*pair), np.uint64,
-                                                2_000_000))
+            pairs = list(zip(orth_info(doc)[0], doc.to_array(NORM).tolist()))
+            infos = list(map(token_of.get, pairs))
+            if None in infos:
+                if len(token_of) > 2_000_000:   # bounded however many distinct words arrive
+                    token_of.clear()
+                for k, pair in enumerate(pairs):
+                    if infos[k] is None:
+                        infos[k] = token_of[pair] = token_info(pair)
+            doc.from_array([LEMMA], np.fromiter(map(itemgetter(0), infos), dtype=np.uint64, count=n))
+            doc.user_data[_ENTRIES_KEY] = list(map(itemgetter(1), infos))
             return doc
 
         return lemmas
@@ -595,7 +601,7 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
 
 def features(doc, cfg: FeatureConfig) -> str:
     """The feature string of a Doc: lemmas with neg_/hyp_ marks, placeholders as their kind."""
-    out = [feat for _i, feat in token_features(doc, cfg)]
+    out = list(token_features(doc, cfg)[1])
     lex = ext(doc, "iptnlp_lex") if cfg.lexicon else None
     if lex:
         neg = ext(doc, "iptnlp_neg")
@@ -605,72 +611,83 @@ def features(doc, cfg: FeatureConfig) -> str:
 
 
 _WORDS_KEY = "iptnlp_words"
-_LEMMA_INFO: dict[int, tuple[str, bool, bool]] = {}   # lemma hash -> (lemma, is a word, has a digit)
+_ENTRIES_KEY = "iptnlp_word_entries"
 
 
-def word_table(doc) -> list[tuple[int, str, bool, bool]]:
-    """(token index, lemma, is a number, is a stop word) for each word of a processed Doc, in text
-    order: the shared start of every feature set (area, themes, evidence), computed once per Doc."""
+@dataclass
+class WordTable:
+    """The words of a processed Doc, in text order, as parallel columns."""
+
+    index: list[int]     # token index
+    lemma: list[str]
+    folded: list[str]    # the lemma, or "num" for a number (like_num, or a digit in the lemma)
+    content: list[bool]  # not a stop word
+
+
+def _word_entry(lex, lemma: str) -> tuple[str, str, bool] | bool:
+    """What a token of lexeme ``lex`` and lemma ``lemma`` gives ``word_table``: (lemma, the lemma or
+    "num", not a stop word); False for whitespace and a lemma with no letter or digit that is no
+    placeholder kind."""
+    if lex.is_space or not (lemma.startswith("ph_") or any(ch.isalnum() for ch in lemma)):
+        return False
+    number = lex.like_num or any(ch.isdigit() for ch in lemma)
+    return lemma, "num" if number else lemma, not lex.is_stop
+
+
+def word_table(doc) -> WordTable:
+    """The words of a processed Doc: tokens that are not whitespace nor part of a turn or section
+    label, whose lemma has a letter or a digit or is a placeholder kind; the shared start of every
+    feature set (area, themes, evidence), computed once per Doc. The lemma component leaves each
+    token's entry on the Doc (an entry depends only on the token's orth and norm, so it comes from
+    a memo), which spares a Python loop per token here."""
     table = doc.user_data.get(_WORDS_KEY)
     if table is not None:
         return table
-    from spacy.attrs import LEMMA
+    entries = doc.user_data.get(_ENTRIES_KEY)
+    if entries is None or len(entries) != len(doc):   # a Doc that missed the lemma component
+        from spacy.attrs import LEMMA
 
-    strings = doc.vocab.strings
+        vocab, strings = doc.vocab, doc.vocab.strings
+        lemmas = doc.to_array(LEMMA).tolist() if len(doc) else []
+        entries = [_word_entry(vocab[o], strings[h]) for o, h in zip(orth_info(doc)[0], lemmas)]
     label = ext(doc, "iptnlp_label")
-    table = []
-    _orth, infos = orth_info(doc)
-    lemmas = doc.to_array(LEMMA).tolist() if len(doc) else []
-    for i, (lemma_h, (_low, _alpha, _punct, space, _nl, _nl2, like_num, stop)) in enumerate(zip(lemmas, infos)):
-        if space or label[i]:
-            continue
-        info = _LEMMA_INFO.get(lemma_h)
-        if info is None:
-            lemma = strings[lemma_h]
-            info = (lemma, lemma.startswith("ph_") or any(ch.isalnum() for ch in lemma),
-                    any(ch.isdigit() for ch in lemma))
-            if len(_LEMMA_INFO) > 2_000_000:
-                _LEMMA_INFO.clear()
-            _LEMMA_INFO[lemma_h] = info
-        lemma, is_word, has_digit = info
-        if is_word:
-            table.append((i, lemma, bool(like_num) or has_digit, bool(stop)))
+    if True in label:
+        entries = [False if is_label else e for e, is_label in zip(entries, label)]
+    index = [i for i, e in enumerate(entries) if e]
+    table = WordTable(index, *(list(column) for column in zip(*map(entries.__getitem__, index)))) \
+        if index else WordTable([], [], [], [])
     doc.user_data[_WORDS_KEY] = table
     return table
 
 
-_STOP_KEY = "iptnlp_stop"
-
-
-def stop_indices(doc) -> frozenset[int]:
-    """Token indices of the stop words among a processed Doc's words (``word_table``), kept on the Doc."""
-    stop = doc.user_data.get(_STOP_KEY)
-    if stop is None:
-        stop = doc.user_data[_STOP_KEY] = frozenset(i for i, _lemma, _num, is_stop in word_table(doc) if is_stop)
-    return stop
-
-
-def token_features(doc, cfg: FeatureConfig) -> list[tuple[int, str]]:
-    """(token index, feature) for each word feature of a Doc, in text order; kept on the Doc per
-    feature config (the area's features and its evidence read the same list)."""
+def token_features(doc, cfg: FeatureConfig) -> tuple[list[int], list[str]]:
+    """(token index of each word feature, the features) of a Doc, in text order; kept on the Doc
+    per feature config (the area's features and its evidence read the same lists)."""
     key = ("iptnlp_token_features", cfg)
     cached = doc.user_data.get(key)
     if cached is not None:
         return cached
-    neg = ext(doc, "iptnlp_neg")
-    hyp = ext(doc, "iptnlp_hyp")
-    speaker = ext(doc, "iptnlp_speaker")
-    numbers, negation, hypothetical, turns = cfg.numbers, cfg.negation, cfg.hypothetical, cfg.speaker
-    out: list[tuple[int, str]] = []
-    for i, lemma, is_num, _stop in word_table(doc):
-        if not numbers and is_num:
-            lemma = "num"
-        if negation and neg[i]:
-            lemma = "neg_" + lemma
-        elif hypothetical and hyp[i]:
-            lemma = "hyp_" + lemma
-        out.append((i, lemma))
-        if turns and speaker[i] == "client":
-            out.append((i, "c_" + lemma))
-    doc.user_data[key] = out
-    return out
+    table = word_table(doc)
+    index = table.index
+    feats = table.lemma if cfg.numbers else table.folded
+    # most words carry no mark: look the marks up in one map, and build strings only where one is set
+    neg = list(map(ext(doc, "iptnlp_neg").__getitem__, index)) if cfg.negation else None
+    hyp = list(map(ext(doc, "iptnlp_hyp").__getitem__, index)) if cfg.hypothetical else None
+    if neg is not None and True in neg:
+        feats = [("neg_" + f) if m else f for f, m in zip(feats, neg)]
+    if hyp is not None and True in hyp:
+        neg = neg or [False] * len(index)
+        feats = [("hyp_" + f) if h and not m else f for f, h, m in zip(feats, hyp, neg)]
+    if cfg.speaker:
+        speaker = ext(doc, "iptnlp_speaker")
+        marked_index: list[int] = []
+        marked: list[str] = []
+        for i, f in zip(index, feats):
+            marked_index.append(i)
+            marked.append(f)
+            if speaker[i] == "client":
+                marked_index.append(i)
+                marked.append("c_" + f)
+        index, feats = marked_index, marked
+    cached = doc.user_data[key] = (index, feats)
+    return cached
