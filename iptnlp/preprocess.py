@@ -17,6 +17,7 @@ joined feature string the scikit-learn pipeline reads, so no spaCy object is eve
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -133,8 +134,10 @@ class TokenArrays:
     is_alpha: list[int]
     is_punct: list[int]
     is_space: list[int]
-    sent_start: list[bool]
+    starts: list[int]            # token index of each sentence start, in order
+    start_set: frozenset[int]
     newline: list[bool]          # a whitespace token holding a line break
+    newlines: list[int]          # ... their token indices
     double_newline: list[bool]   # ... holding a blank line
     colon: int
     comma: int
@@ -142,6 +145,7 @@ class TokenArrays:
 
 
 _ARRAYS_KEY = "iptnlp_arrays"
+_STARTS_KEY = "iptnlp_starts"   # (sentence starts, line-break tokens), from the sentence component
 _TEXT_KEY = "iptnlp_text"
 
 
@@ -193,6 +197,19 @@ def orth_info(doc) -> tuple[list[int], list[tuple]]:
     return cached
 
 
+def _positions(flags: list) -> list[int]:
+    """Indices of the true items of a list of bools, found by ``list.index`` (a scan in C): the
+    flags looked for here (a line break, a sentence end, a cue word) are true for few tokens."""
+    out: list[int] = []
+    i = -1
+    try:
+        while True:
+            i = flags.index(True, i + 1)
+            out.append(i)
+    except ValueError:
+        return out
+
+
 def _token_arrays(doc) -> TokenArrays:
     """The Doc's TokenArrays, computed after sentence splitting and cached (tokens no longer change)."""
     cached = doc.user_data.get(_ARRAYS_KEY)
@@ -206,9 +223,15 @@ def _token_arrays(doc) -> TokenArrays:
         lower, is_alpha, is_punct, is_space, newline, double = (list(c) for c in list(zip(*infos))[:6])
     else:
         lower, is_alpha, is_punct, is_space, newline, double = [], [], [], [], [], []
-    sent = doc.to_array(SENT_START).tolist() if len(doc) else []
-    arrays = TokenArrays(orth=orth, lower=lower, is_alpha=is_alpha, is_punct=is_punct,
-                         is_space=is_space, sent_start=[v == 1 for v in sent], newline=newline,
+    found = doc.user_data.get(_STARTS_KEY)
+    if found is not None and (not found[0] or found[0][-1] < len(doc)):
+        starts, newlines = found
+    else:   # sentences set by another component
+        sent = doc.to_array(SENT_START).tolist() if len(doc) else []
+        starts = [0] + [i for i in range(1, len(sent)) if sent[i] == 1] if sent else []
+        newlines = _positions(newline)
+    arrays = TokenArrays(orth=orth, lower=lower, is_alpha=is_alpha, is_punct=is_punct, is_space=is_space,
+                         starts=starts, start_set=frozenset(starts), newline=newline, newlines=newlines,
                          double_newline=double, colon=strings.add(":"), comma=strings.add(","),
                          clause_marks=frozenset(strings.add(c) for c in (",", ";", ":")))
     doc.user_data[_ARRAYS_KEY] = arrays
@@ -230,11 +253,10 @@ class Structure:
         section: list[str | None] = [None] * n
         label = [False] * n
         t = _token_arrays(doc)
-        newline, double, sent_start = t.newline, t.double_newline, t.sent_start
+        newline, double, sent_start = t.newline, t.double_newline, t.start_set
         # only line breaks and sentence starts can change the turn or section: visit those, and
         # fill the stretches between them in one go
-        events = sorted({0} | {i for i in range(1, n) if sent_start[i] or newline[i] or newline[i - 1]}) \
-            if n else []
+        events = sorted({0, *t.starts, *t.newlines, *(i + 1 for i in t.newlines if i + 1 < n)}) if n else []
         cur_speaker = cur_section = None
         i = 0
         for p in events:
@@ -245,7 +267,7 @@ class Structure:
             i = p
             if newline[i]:
                 cur_speaker = None if double[i] else cur_speaker
-            if i == 0 or sent_start[i] or newline[i - 1]:
+            if i == 0 or i in sent_start or newline[i - 1]:
                 found = self._label_at(t, i)
                 if found:
                     name, length = found
@@ -306,14 +328,18 @@ class Context:
         section = ext(doc, "iptnlp_section") or [None] * n
         t = _token_arrays(doc)
         words_all = t.lower
-        starts = [0] + [i for i in range(1, n) if t.sent_start[i]] if n else []
-        first = self.first
+        starts = t.starts
+        # only a word that can open a cue can change anything: visit those, left to right, sentence
+        # by sentence (and only the sentences that have one)
+        cues = _positions(list(map(self.first.__contains__, words_all)))
         label = None
-        for start, end in zip(starts, starts[1:] + [n]):
+        for start, end in zip(starts, starts[1:] + [n]) if cues else ():
+            lo, hi = bisect_left(cues, start), bisect_left(cues, end)
+            if lo == hi:
+                continue
             words = words_all[start:end]
             i = 0
-            # only a word that can open a cue can change anything: visit those, left to right
-            for c in [j for j, w in enumerate(words) if w in first]:
+            for c in [j - start for j in cues[lo:hi]]:
                 if c < i:        # inside a cue already read
                     continue
                 i = c
@@ -335,9 +361,8 @@ class Context:
                     for j in range(start + i, end):
                         hyp[j] = True
                     break
-        for j in range(n):
-            if section[j] == "plan":
-                hyp[j] = True
+        if "plan" in section:
+            hyp = [h or s == "plan" for h, s in zip(hyp, section)]
         set_ext(doc, "iptnlp_neg", neg)
         set_ext(doc, "iptnlp_hyp", hyp)
         return doc
@@ -505,23 +530,27 @@ def _make_factories() -> None:
                 if strings[o] in ends:    # before it is seen: another thread may read both sets
                     end_hashes.add(o)
                 seen.add(o)
+            is_end = list(map(end_hashes.__contains__, orth))
             first = [0]
             # after a sentence end and any punctuation or further ends, the next token starts one
             after = 0
-            for e in [i for i, o in enumerate(orth) if o in end_hashes]:
+            for e in _positions(is_end):
                 if e < after:        # inside the run of the end before
                     continue
                 j = e + 1
-                while j < n and (infos[j][2] or orth[j] in end_hashes):
+                while j < n and (infos[j][2] or is_end[j]):
                     j += 1
                 if j < n:
                     first.append(j)
                 after = j
             # every line break starts a sentence (the first token after a whitespace token holding one)
-            first += [i + 1 for i in range(n - 1) if infos[i][4] and not infos[i + 1][3]]
+            newlines = _positions(list(map(itemgetter(4), infos)))
+            first += [i + 1 for i in newlines if i + 1 < n and not infos[i + 1][3]]
             starts = np.full(n, -1, dtype="int64")
             starts[first] = 1
             doc.from_array([SENT_START], starts.astype("uint64"))
+            # kept for the structure and context components, which read sentences and line breaks
+            doc.user_data[_STARTS_KEY] = (sorted(set(first)), newlines)
             return doc
 
         return sentences
