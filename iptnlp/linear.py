@@ -28,6 +28,23 @@ class NotExportable(ValueError):
 
 
 _LEXICON_TOKEN = "(?:neg_)?lex_\\w+"
+_LEX_WORD = re.compile(r"lex_\w+")
+
+
+def _lexicon_tokens(text: str) -> list[str]:
+    """``re.findall(_LEXICON_TOKEN, text)``, five times faster: a pattern that opens with a literal
+    lets ``re`` jump from one "lex_" to the next, where the optional "neg_" makes it try every
+    position. A "neg_" right before a match belongs to it (it cannot be inside the match before:
+    that one ends where the word characters end)."""
+    if "lex_" not in text:
+        return []
+    out = []
+    for m in _LEX_WORD.finditer(text):
+        start = m.start()
+        if start >= 4 and text.startswith("neg_", start - 4):
+            start -= 4
+        out.append(text[start:m.end()])
+    return out
 _MIN_INT32 = -(2 ** 31)
 
 
@@ -101,12 +118,13 @@ class _HashedTfidf:
         self.idf = idf
         self.sublinear = sublinear
         self.norm = norm
-        self.pattern = re.compile(pattern) if pattern else None
+        self.split = str.split if not pattern else _lexicon_tokens if pattern == _LEXICON_TOKEN \
+            else re.compile(pattern).findall
         self.weight = weight
 
     def rows(self, feature_strings: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row, column, value) of every non-zero feature of the notes, sorted by row then column."""
-        split = self.pattern.findall if self.pattern else str.split
+        split = self.split
         lo, hi = self.ngram
         per_row = [_ngrams(split(s), lo, hi) for s in feature_strings]
         lengths = np.fromiter(map(len, per_row), dtype=np.int64, count=len(per_row))

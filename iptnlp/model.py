@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
+from itertools import compress
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,7 @@ class AreaModel:
             raise ModelError(f"model labels {classes} are not the four IPT areas {list(AREAS)}")
         self._order = [classes.index(a) for a in AREAS]
         self._coef = None
+        self._theme_config: tuple | None = None   # (config it was made from, theme FeatureConfig)
 
     @property
     def estimator(self):
@@ -234,8 +236,16 @@ class AreaModel:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         return self.predict_proba_features(self.preprocessor.transform(texts))
 
+    @property
+    def theme_config(self) -> FeatureConfig:
+        """``config.theme_features()``, made once (``dataclasses.replace`` costs more per note than
+        reading the note's cached features)."""
+        if self._theme_config is None or self._theme_config[0] is not self.config:
+            self._theme_config = (self.config, self.config.theme_features())
+        return self._theme_config[1]
+
     def theme_features(self, doc) -> str:
-        return features(doc, self.config.theme_features())
+        return features(doc, self.theme_config)
 
     def predict_themes(self, docs: list) -> np.ndarray:
         """Theme probabilities (rows: docs, columns: THEME_IDS); empty without a theme model."""
@@ -269,7 +279,7 @@ class AreaModel:
         else:
             ovr = self.theme_estimator.named_steps["classifier"].estimators_[THEME_IDS.index(theme)]
             row, n_features = ovr.coef_[0], self.theme_estimator.named_steps["hash"].n_features
-        return _top_words(doc, self.config.theme_features(), row, n_features, top)
+        return _top_words(doc, self.theme_config, row, n_features, top)
 
     def decide(self, proba: np.ndarray, threshold: float | None = None) -> list[str]:
         """The area of each row, or ``uncertain`` when its top probability is under the threshold."""
@@ -332,25 +342,31 @@ def _top_words(doc, cfg, row: np.ndarray, n_features: int, top: int) -> list[tup
     key = ("iptnlp_evidence", cfg, n_features)
     cached = doc.user_data.get(key)
     if cached is None:
-        from iptnlp.preprocess import stop_indices, token_features
+        from iptnlp.preprocess import token_features, word_table
 
         columns_of = _EVIDENCE_COLUMNS.get(n_features)
         if columns_of is None:
             columns_of = _EVIDENCE_COLUMNS[n_features] = _EvidenceColumns(n_features)
-        stop = stop_indices(doc)
-        kept = [(i, feat) for i, feat in token_features(doc, cfg) if i not in stop]
-        tokens = np.array([i for i, _feat in kept], dtype=np.int64)
-        cols = columns_of.columns([feat for _i, feat in kept])
+        index, feats = token_features(doc, cfg)
+        table = word_table(doc)
+        content = table.content if index is table.index else \
+            list(map(dict(zip(table.index, table.content)).__getitem__, index))
+        tokens = np.fromiter(compress(index, content), dtype=np.int64)
+        cols = columns_of.columns(list(compress(feats, content)))
         candidate = cols >= 0
-        tokens, cols = tokens[candidate], cols[candidate]
-        cached = doc.user_data[key] = (tokens, cols)
+        cached = doc.user_data[key] = (tokens[candidate].tolist(), cols[candidate])
     tokens, cols = cached
     weights = row[cols]
-    positive = np.flatnonzero(weights > 0)
-    # each token by its heaviest feature, heaviest first (ties: in text order)
-    order = positive[np.argsort(-weights[positive], kind="stable")]
+    # each token by its heaviest feature, heaviest first (ties: in text order), positive weights only:
+    # one stable sort of all the weights, read until the first that is not positive (the positive
+    # ones sort first)
+    order = np.argsort(-weights, kind="stable").tolist()
+    weights = weights.tolist()
     best: list[int] = []
-    for i in tokens[order].tolist():
+    for k in order:
+        if weights[k] <= 0:
+            break
+        i = tokens[k]
         if i not in best:
             best.append(i)
             if len(best) == top:
@@ -358,7 +374,8 @@ def _top_words(doc, cfg, row: np.ndarray, n_features: int, top: int) -> list[tup
     spans = []
     for i in best:
         tok = doc[i]
-        spans.append((tok.idx, tok.idx + len(tok.text), tok.text))
+        text, start = tok.text, tok.idx
+        spans.append((start, start + len(text), text))
     return sorted(spans)
 
 

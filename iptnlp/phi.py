@@ -237,8 +237,10 @@ class PhiGuard:
             "WEEKDAY": re.compile(rf"\b(?:{_alternation(cfg.weekdays, title=True)})\b"),
             "ADDRESS": re.compile(
                 rf"\d[^\n]{{0,60}}\b(?:{_alternation((*cfg.street_types, *cfg.street_types_before), title=True)})\b"),
-            "PAIR": re.compile(rf"[A-Z][\w'’-]*\s+(?:(?:{_alternation(cfg.name_particles)})\s+){{0,2}}[A-Z]"
-                               r"|\b[A-Z]\.\s*[A-Z][a-z]"),
+            # the capital first, then the two ways on (the second with \b before the capital), so that
+            # re scans for capitals in C instead of trying every position
+            "PAIR": re.compile(rf"[A-Z](?:[\w'’-]*\s+(?:(?:{_alternation(cfg.name_particles)})\s+){{0,2}}[A-Z]"
+                               r"|(?<=\b[A-Z])\.\s*[A-Z][a-z])"),
         }
         # a title is capitalised ("Ms", "Dr."): "miss Tuesdays" is a verb, "MS." multiple sclerosis
         title_tok = {"LOWER": {"IN": sorted(self.titles | {t + "." for t in self.titles})}, "IS_TITLE": True}
@@ -260,9 +262,12 @@ class PhiGuard:
         # a single given name right after a relation word: "her brother Keanu", "niece Chidinma"
         self.relations = PhraseMatcher(self.nlp.vocab, attr="LOWER")
         self.relations.add("RELATED", self._phrases(low(cfg.relation_words)))
-        self.letter_name = re.compile(
-            rf"(?:^|[\n.!?])[ \t]*(?:(?:{_alternation(cfg.sign_offs)}),?\s*([A-Z][a-z]+)\s*(?:$|\n)"
-            rf"|(?:{_alternation(cfg.greetings)})\s+([A-Z][a-z]+)\s*[,!:])", re.I)
+        letter = (rf"[ \t]*(?:(?:{_alternation(cfg.sign_offs)}),?\s*([A-Z][a-z]+)\s*(?:$|\n)"
+                  rf"|(?:{_alternation(cfg.greetings)})\s+([A-Z][a-z]+)\s*[,!:])")
+        self.letter_name = re.compile(rf"(?:^|[\n.!?]){letter}", re.I)
+        # past the text's start a match opens with one of \n . ! ?: a pattern that opens with them is
+        # scanned for in C, where the one above is tried at every position (``_letter_names``)
+        self.letter_name_on = re.compile(rf"[\n.!?]{letter}", re.I)
         month = {"LOWER": {"IN": sorted(self.months | {m + "." for m in self.months})}}
         day = {"SHAPE": {"IN": ["d", "dd", "dxx", "ddxx"]}}
         year = {"SHAPE": "dddd"}
@@ -506,12 +511,18 @@ class PhiGuard:
                 if self._name_word(tok) and self._namelike(tok.lower_) and not (
                         e < n and _NAME_TOKEN_RE.match(doc[e].text)):
                     out.append(PhiSpan(tok.idx, tok.idx + len(tok.text), "name"))
-        for m in self.letter_name.finditer(text):
+        for m in self._letter_names(text):
             group = 1 if m.group(1) else 2
             word = m.group(group).lower()
             if word not in self.excluded and self._namelike(word):
                 out.append(PhiSpan(m.start(group), m.end(group), "name"))
         return [(span, _RANK[span.kind]) for span in out], value_starts
+
+    def _letter_names(self, text: str) -> list[re.Match]:
+        """``self.letter_name.finditer(text)``: the match at the text's start, if any, then those of
+        ``letter_name_on`` after it (the same, since past the start only its second way can match)."""
+        first = self.letter_name.match(text)
+        return ([first] if first else []) + list(self.letter_name_on.finditer(text, first.end() if first else 0))
 
     def _anchored(self, doc) -> dict[str, list[int]]:
         """The anchor tokens of the rules anchored on words, by rule (rules with none left out)."""

@@ -17,8 +17,10 @@ joined feature string the scikit-learn pipeline reads, so no spaCy object is eve
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 
 from iptnlp.config import FeatureConfig, PreprocessConfig
 
@@ -29,6 +31,9 @@ _MIMIC = re.compile(r"\[\*\*([^\]\n]{0,60}?)\*\*\]")
 _SQUARE = re.compile(r"\[\s*([A-Za-z][A-Za-z _\-/]{0,30}?)[\s_\-]*\d*\s*\]")
 _ANGLE = re.compile(r"<\s*([A-Za-z][A-Za-z _\-/]{0,30}?)[\s_\-]*\d*\s*>")
 _BARE = re.compile(r"(?<![A-Za-z])[Xx]{3,}(?![A-Za-z])|\*{3,}")
+# what every _BARE match holds: a pattern that opens with a character class is scanned for in C,
+# where _BARE's opening look-behind makes ``re`` try it at every position (five times slower)
+_BARE_HINT = re.compile(r"[Xx*][Xx*][Xx*]")
 _WORDS = re.compile(r"[a-z]+")
 
 
@@ -89,7 +94,7 @@ class PlaceholderKinds:
                 kind = self.kind(m.group(1), always=False)
                 if kind:
                     found.append((m.start(), m.end(), kind))
-        for m in _BARE.finditer(text):
+        for m in _BARE.finditer(text) if _BARE_HINT.search(text) else ():
             found.append((m.start(), m.end(), self.bare))
         found.sort()
         kept: list[tuple[int, int, str]] = []
@@ -132,8 +137,10 @@ class TokenArrays:
     is_alpha: list[int]
     is_punct: list[int]
     is_space: list[int]
-    sent_start: list[bool]
+    starts: list[int]            # token index of each sentence start, in order
+    start_set: frozenset[int]
     newline: list[bool]          # a whitespace token holding a line break
+    newlines: list[int]          # ... their token indices
     double_newline: list[bool]   # ... holding a blank line
     colon: int
     comma: int
@@ -141,6 +148,7 @@ class TokenArrays:
 
 
 _ARRAYS_KEY = "iptnlp_arrays"
+_STARTS_KEY = "iptnlp_starts"   # (sentence starts, line-break tokens), from the sentence component
 _TEXT_KEY = "iptnlp_text"
 
 
@@ -158,13 +166,6 @@ class TextKeepingTokenizer:
     def pipe(self, texts: Iterable[str], batch_size: int = 1000) -> Iterator:
         for text in texts:
             yield self(text)
-
-
-def columns(doc, attrs) -> list[list[int]]:
-    """One list per attribute id, read with ``Doc.to_array`` one attribute at a time: spaCy fills a
-    one-attribute array in a typed loop, but a several-attribute one element by element (measured
-    here: ten times slower for four attributes)."""
-    return [doc.to_array(attr).tolist() for attr in attrs]
 
 
 _ORTH_KEY = "iptnlp_orth"
@@ -199,6 +200,19 @@ def orth_info(doc) -> tuple[list[int], list[tuple]]:
     return cached
 
 
+def _positions(flags: list) -> list[int]:
+    """Indices of the true items of a list of bools, found by ``list.index`` (a scan in C): the
+    flags looked for here (a line break, a sentence end, a cue word) are true for few tokens."""
+    out: list[int] = []
+    i = -1
+    try:
+        while True:
+            i = flags.index(True, i + 1)
+            out.append(i)
+    except ValueError:
+        return out
+
+
 def _token_arrays(doc) -> TokenArrays:
     """The Doc's TokenArrays, computed after sentence splitting and cached (tokens no longer change)."""
     cached = doc.user_data.get(_ARRAYS_KEY)
@@ -212,9 +226,15 @@ def _token_arrays(doc) -> TokenArrays:
         lower, is_alpha, is_punct, is_space, newline, double = (list(c) for c in list(zip(*infos))[:6])
     else:
         lower, is_alpha, is_punct, is_space, newline, double = [], [], [], [], [], []
-    sent = doc.to_array(SENT_START).tolist() if len(doc) else []
-    arrays = TokenArrays(orth=orth, lower=lower, is_alpha=is_alpha, is_punct=is_punct,
-                         is_space=is_space, sent_start=[v == 1 for v in sent], newline=newline,
+    found = doc.user_data.get(_STARTS_KEY)
+    if found is not None and (not found[0] or found[0][-1] < len(doc)):
+        starts, newlines = found
+    else:   # sentences set by another component
+        sent = doc.to_array(SENT_START).tolist() if len(doc) else []
+        starts = [0] + [i for i in range(1, len(sent)) if sent[i] == 1] if sent else []
+        newlines = _positions(newline)
+    arrays = TokenArrays(orth=orth, lower=lower, is_alpha=is_alpha, is_punct=is_punct, is_space=is_space,
+                         starts=starts, start_set=frozenset(starts), newline=newline, newlines=newlines,
                          double_newline=double, colon=strings.add(":"), comma=strings.add(","),
                          clause_marks=frozenset(strings.add(c) for c in (",", ";", ":")))
     doc.user_data[_ARRAYS_KEY] = arrays
@@ -236,11 +256,10 @@ class Structure:
         section: list[str | None] = [None] * n
         label = [False] * n
         t = _token_arrays(doc)
-        newline, double, sent_start = t.newline, t.double_newline, t.sent_start
+        newline, double, sent_start = t.newline, t.double_newline, t.start_set
         # only line breaks and sentence starts can change the turn or section: visit those, and
         # fill the stretches between them in one go
-        events = sorted({0} | {i for i in range(1, n) if sent_start[i] or newline[i] or newline[i - 1]}) \
-            if n else []
+        events = sorted({0, *t.starts, *t.newlines, *(i + 1 for i in t.newlines if i + 1 < n)}) if n else []
         cur_speaker = cur_section = None
         i = 0
         for p in events:
@@ -251,7 +270,7 @@ class Structure:
             i = p
             if newline[i]:
                 cur_speaker = None if double[i] else cur_speaker
-            if i == 0 or sent_start[i] or newline[i - 1]:
+            if i == 0 or i in sent_start or newline[i - 1]:
                 found = self._label_at(t, i)
                 if found:
                     name, length = found
@@ -312,14 +331,18 @@ class Context:
         section = ext(doc, "iptnlp_section") or [None] * n
         t = _token_arrays(doc)
         words_all = t.lower
-        starts = [0] + [i for i in range(1, n) if t.sent_start[i]] if n else []
-        first = self.first
+        starts = t.starts
+        # only a word that can open a cue can change anything: visit those, left to right, sentence
+        # by sentence (and only the sentences that have one)
+        cues = _positions(list(map(self.first.__contains__, words_all)))
         label = None
-        for start, end in zip(starts, starts[1:] + [n]):
+        for start, end in zip(starts, starts[1:] + [n]) if cues else ():
+            lo, hi = bisect_left(cues, start), bisect_left(cues, end)
+            if lo == hi:
+                continue
             words = words_all[start:end]
             i = 0
-            # only a word that can open a cue can change anything: visit those, left to right
-            for c in [j for j, w in enumerate(words) if w in first]:
+            for c in [j - start for j in cues[lo:hi]]:
                 if c < i:        # inside a cue already read
                     continue
                 i = c
@@ -341,9 +364,8 @@ class Context:
                     for j in range(start + i, end):
                         hyp[j] = True
                     break
-        for j in range(n):
-            if section[j] == "plan":
-                hyp[j] = True
+        if "plan" in section:
+            hyp = [h or s == "plan" for h, s in zip(hyp, section)]
         set_ext(doc, "iptnlp_neg", neg)
         set_ext(doc, "iptnlp_hyp", hyp)
         return doc
@@ -450,28 +472,40 @@ def _make_factories() -> None:
         table = _lemma_table()
         overrides = {k.lower(): v for k, v in rules_of(rules).lemma_overrides.items()}
 
-        strings = nlp.vocab.strings
-        lemma_of: dict[tuple[int, int], int] = {}   # (lower, norm) hash -> lemma hash, filled as words come
+        vocab = nlp.vocab
+        strings = vocab.strings
+        # (orth, norm) hash -> (lemma hash, the token's word entry: see ``word_table``), filled as words come
+        token_of: dict[tuple[int, int], tuple[int, tuple[str, str, bool] | bool]] = {}
 
-        def lemma_hash(low: int, norm: int) -> int:
-            norm_s = strings[norm]
-            if norm_s.startswith("ph_"):
-                return norm
-            low_s = strings[low]
-            return strings.add(overrides.get(low_s) or table.get(low_s, low_s))
+        def token_info(pair: tuple[int, int]) -> tuple[int, tuple[str, str, bool] | bool]:
+            orth, norm = pair
+            lex = vocab[orth]
+            if strings[norm].startswith("ph_"):
+                lemma = norm
+            else:
+                low_s = lex.lower_
+                lemma = strings.add(overrides.get(low_s) or table.get(low_s, low_s))
+            return lemma, _word_entry(lex, strings[lemma])
 
         def lemmas(doc):
-            if not len(doc):
+            """The lemma of each token, and its word entry kept on the Doc for ``word_table``: both
+            depend only on the token's (orth, norm) pair, read from a memo with one ``map``."""
+            n = len(doc)
+            if not n:
                 return doc
             import numpy as np
-            from spacy.attrs import LEMMA, LOWER, NORM
+            from spacy.attrs import LEMMA, NORM
 
-            from iptnlp.linear import memo_lookup
-
-            pairs = list(zip(*columns(doc, (LOWER, NORM))))
-            # bounded however many distinct words arrive
-            doc.from_array([LEMMA], memo_lookup(lemma_of, pairs, lambda pair: lemma_hash(*pair), np.uint64,
-                                                2_000_000))
+            pairs = list(zip(orth_info(doc)[0], doc.to_array(NORM).tolist()))
+            infos = list(map(token_of.get, pairs))
+            if None in infos:
+                if len(token_of) > 2_000_000:   # bounded however many distinct words arrive
+                    token_of.clear()
+                for k, pair in enumerate(pairs):
+                    if infos[k] is None:
+                        infos[k] = token_of[pair] = token_info(pair)
+            doc.from_array([LEMMA], np.fromiter(map(itemgetter(0), infos), dtype=np.uint64, count=n))
+            doc.user_data[_ENTRIES_KEY] = list(map(itemgetter(1), infos))
             return doc
 
         return lemmas
@@ -499,23 +533,27 @@ def _make_factories() -> None:
                 if strings[o] in ends:    # before it is seen: another thread may read both sets
                     end_hashes.add(o)
                 seen.add(o)
+            is_end = list(map(end_hashes.__contains__, orth))
             first = [0]
             # after a sentence end and any punctuation or further ends, the next token starts one
             after = 0
-            for e in [i for i, o in enumerate(orth) if o in end_hashes]:
+            for e in _positions(is_end):
                 if e < after:        # inside the run of the end before
                     continue
                 j = e + 1
-                while j < n and (infos[j][2] or orth[j] in end_hashes):
+                while j < n and (infos[j][2] or is_end[j]):
                     j += 1
                 if j < n:
                     first.append(j)
                 after = j
             # every line break starts a sentence (the first token after a whitespace token holding one)
-            first += [i + 1 for i in range(n - 1) if infos[i][4] and not infos[i + 1][3]]
+            newlines = _positions(list(map(itemgetter(4), infos)))
+            first += [i + 1 for i in newlines if i + 1 < n and not infos[i + 1][3]]
             starts = np.full(n, -1, dtype="int64")
             starts[first] = 1
             doc.from_array([SENT_START], starts.astype("uint64"))
+            # kept for the structure and context components, which read sentences and line breaks
+            doc.user_data[_STARTS_KEY] = (sorted(set(first)), newlines)
             return doc
 
         return sentences
@@ -595,7 +633,7 @@ def build_nlp(cfg: PreprocessConfig, lexicon: dict[str, tuple[str, ...]] | None 
 
 def features(doc, cfg: FeatureConfig) -> str:
     """The feature string of a Doc: lemmas with neg_/hyp_ marks, placeholders as their kind."""
-    out = [feat for _i, feat in token_features(doc, cfg)]
+    out = list(token_features(doc, cfg)[1])
     lex = ext(doc, "iptnlp_lex") if cfg.lexicon else None
     if lex:
         neg = ext(doc, "iptnlp_neg")
@@ -605,72 +643,83 @@ def features(doc, cfg: FeatureConfig) -> str:
 
 
 _WORDS_KEY = "iptnlp_words"
-_LEMMA_INFO: dict[int, tuple[str, bool, bool]] = {}   # lemma hash -> (lemma, is a word, has a digit)
+_ENTRIES_KEY = "iptnlp_word_entries"
 
 
-def word_table(doc) -> list[tuple[int, str, bool, bool]]:
-    """(token index, lemma, is a number, is a stop word) for each word of a processed Doc, in text
-    order: the shared start of every feature set (area, themes, evidence), computed once per Doc."""
+@dataclass
+class WordTable:
+    """The words of a processed Doc, in text order, as parallel columns."""
+
+    index: list[int]     # token index
+    lemma: list[str]
+    folded: list[str]    # the lemma, or "num" for a number (like_num, or a digit in the lemma)
+    content: list[bool]  # not a stop word
+
+
+def _word_entry(lex, lemma: str) -> tuple[str, str, bool] | bool:
+    """What a token of lexeme ``lex`` and lemma ``lemma`` gives ``word_table``: (lemma, the lemma or
+    "num", not a stop word); False for whitespace and a lemma with no letter or digit that is no
+    placeholder kind."""
+    if lex.is_space or not (lemma.startswith("ph_") or any(ch.isalnum() for ch in lemma)):
+        return False
+    number = lex.like_num or any(ch.isdigit() for ch in lemma)
+    return lemma, "num" if number else lemma, not lex.is_stop
+
+
+def word_table(doc) -> WordTable:
+    """The words of a processed Doc: tokens that are not whitespace nor part of a turn or section
+    label, whose lemma has a letter or a digit or is a placeholder kind; the shared start of every
+    feature set (area, themes, evidence), computed once per Doc. The lemma component leaves each
+    token's entry on the Doc (an entry depends only on the token's orth and norm, so it comes from
+    a memo), which spares a Python loop per token here."""
     table = doc.user_data.get(_WORDS_KEY)
     if table is not None:
         return table
-    from spacy.attrs import LEMMA
+    entries = doc.user_data.get(_ENTRIES_KEY)
+    if entries is None or len(entries) != len(doc):   # a Doc that missed the lemma component
+        from spacy.attrs import LEMMA
 
-    strings = doc.vocab.strings
+        vocab, strings = doc.vocab, doc.vocab.strings
+        lemmas = doc.to_array(LEMMA).tolist() if len(doc) else []
+        entries = [_word_entry(vocab[o], strings[h]) for o, h in zip(orth_info(doc)[0], lemmas)]
     label = ext(doc, "iptnlp_label")
-    table = []
-    _orth, infos = orth_info(doc)
-    lemmas = doc.to_array(LEMMA).tolist() if len(doc) else []
-    for i, (lemma_h, (_low, _alpha, _punct, space, _nl, _nl2, like_num, stop)) in enumerate(zip(lemmas, infos)):
-        if space or label[i]:
-            continue
-        info = _LEMMA_INFO.get(lemma_h)
-        if info is None:
-            lemma = strings[lemma_h]
-            info = (lemma, lemma.startswith("ph_") or any(ch.isalnum() for ch in lemma),
-                    any(ch.isdigit() for ch in lemma))
-            if len(_LEMMA_INFO) > 2_000_000:
-                _LEMMA_INFO.clear()
-            _LEMMA_INFO[lemma_h] = info
-        lemma, is_word, has_digit = info
-        if is_word:
-            table.append((i, lemma, bool(like_num) or has_digit, bool(stop)))
+    if True in label:
+        entries = [False if is_label else e for e, is_label in zip(entries, label)]
+    index = [i for i, e in enumerate(entries) if e]
+    table = WordTable(index, *(list(column) for column in zip(*map(entries.__getitem__, index)))) \
+        if index else WordTable([], [], [], [])
     doc.user_data[_WORDS_KEY] = table
     return table
 
 
-_STOP_KEY = "iptnlp_stop"
-
-
-def stop_indices(doc) -> frozenset[int]:
-    """Token indices of the stop words among a processed Doc's words (``word_table``), kept on the Doc."""
-    stop = doc.user_data.get(_STOP_KEY)
-    if stop is None:
-        stop = doc.user_data[_STOP_KEY] = frozenset(i for i, _lemma, _num, is_stop in word_table(doc) if is_stop)
-    return stop
-
-
-def token_features(doc, cfg: FeatureConfig) -> list[tuple[int, str]]:
-    """(token index, feature) for each word feature of a Doc, in text order; kept on the Doc per
-    feature config (the area's features and its evidence read the same list)."""
+def token_features(doc, cfg: FeatureConfig) -> tuple[list[int], list[str]]:
+    """(token index of each word feature, the features) of a Doc, in text order; kept on the Doc
+    per feature config (the area's features and its evidence read the same lists)."""
     key = ("iptnlp_token_features", cfg)
     cached = doc.user_data.get(key)
     if cached is not None:
         return cached
-    neg = ext(doc, "iptnlp_neg")
-    hyp = ext(doc, "iptnlp_hyp")
-    speaker = ext(doc, "iptnlp_speaker")
-    numbers, negation, hypothetical, turns = cfg.numbers, cfg.negation, cfg.hypothetical, cfg.speaker
-    out: list[tuple[int, str]] = []
-    for i, lemma, is_num, _stop in word_table(doc):
-        if not numbers and is_num:
-            lemma = "num"
-        if negation and neg[i]:
-            lemma = "neg_" + lemma
-        elif hypothetical and hyp[i]:
-            lemma = "hyp_" + lemma
-        out.append((i, lemma))
-        if turns and speaker[i] == "client":
-            out.append((i, "c_" + lemma))
-    doc.user_data[key] = out
-    return out
+    table = word_table(doc)
+    index = table.index
+    feats = table.lemma if cfg.numbers else table.folded
+    # most words carry no mark: look the marks up in one map, and build strings only where one is set
+    neg = list(map(ext(doc, "iptnlp_neg").__getitem__, index)) if cfg.negation else None
+    hyp = list(map(ext(doc, "iptnlp_hyp").__getitem__, index)) if cfg.hypothetical else None
+    if neg is not None and True in neg:
+        feats = [("neg_" + f) if m else f for f, m in zip(feats, neg)]
+    if hyp is not None and True in hyp:
+        neg = neg or [False] * len(index)
+        feats = [("hyp_" + f) if h and not m else f for f, h, m in zip(feats, hyp, neg)]
+    if cfg.speaker:
+        speaker = ext(doc, "iptnlp_speaker")
+        marked_index: list[int] = []
+        marked: list[str] = []
+        for i, f in zip(index, feats):
+            marked_index.append(i)
+            marked.append(f)
+            if speaker[i] == "client":
+                marked_index.append(i)
+                marked.append("c_" + f)
+        index, feats = marked_index, marked
+    cached = doc.user_data[key] = (index, feats)
+    return cached
