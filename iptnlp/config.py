@@ -95,6 +95,10 @@ class ThemeModelConfig:
     threshold: float = 0.5          # a theme is found when its probability reaches this
     # per-theme thresholds where one differs from ``threshold`` (chosen out-of-fold: make evaluate-audit)
     thresholds: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
+    # in the phase where a theme is EXPECTED (``taxonomy.THEMES``: a contract in the initial phase,
+    # a progress review in termination) it is found at this probability when lower than its threshold:
+    # there the supervisor asks whether it was done at all, and the prior is high
+    expected_phase_thresholds: dict[str, float] = dataclasses.field(default_factory=dict, hash=False)
     C: float = 8.0
     ngram_range: tuple[int, int] = (1, 2)
     hash_bits: int = 16
@@ -206,13 +210,15 @@ def load_model_config(path: str | Path | None = None) -> ModelConfig:
         raise ConfigError(f"{path}: abstain_threshold must be in [0, 1)")
     from iptnlp.taxonomy import THEME_IDS
 
-    unknown = sorted(set(cfg.themes.thresholds) - set(THEME_IDS))
-    if unknown:
-        raise ConfigError(f"{path}: themes.thresholds names unknown themes {unknown}; the themes are "
-                          f"{', '.join(THEME_IDS)}")
-    bad = sorted(t for t, v in cfg.themes.thresholds.items() if not 0.0 < v <= 1.0)
-    if bad:
-        raise ConfigError(f"{path}: themes.thresholds must be in (0, 1]; check {bad}")
+    for name in ("thresholds", "expected_phase_thresholds"):
+        values = getattr(cfg.themes, name)
+        unknown = sorted(set(values) - set(THEME_IDS))
+        if unknown:
+            raise ConfigError(f"{path}: themes.{name} names unknown themes {unknown}; the themes are "
+                              f"{', '.join(THEME_IDS)}")
+        bad = sorted(t for t, v in values.items() if not 0.0 < v <= 1.0)
+        if bad:
+            raise ConfigError(f"{path}: themes.{name} must be in (0, 1]; check {bad}")
     return cfg
 
 

@@ -407,7 +407,7 @@ def choose_theme_thresholds(theme_proba: np.ndarray, ruled: list[set[str]], gold
     """Per theme, the threshold on ``THRESHOLD_GRID`` that gives the theme's best F1 over ``rows``,
     deciding exactly as ``themes.decide_themes`` does (a theme's decision depends on its own threshold
     only). Ties go to the threshold nearest ``cfg.threshold``."""
-    from iptnlp.taxonomy import PHASES, THEME_IDS, is_off_phase
+    from iptnlp.taxonomy import PHASES, THEME_IDS, THEMES, is_off_phase
 
     rows = np.arange(len(gold)) if rows is None else np.asarray(rows)
     join = set(cfg.rules_join)
@@ -418,9 +418,12 @@ def choose_theme_thresholds(theme_proba: np.ndarray, ruled: list[set[str]], gold
         hit = np.array([t in ruled[i] and t in join for i in rows])
         off = np.array([phases[i] in PHASES and is_off_phase(t, phases[i]) for i in rows])
         off_found = off & ((p >= cfg.off_phase_threshold) | (hit & (p >= cfg.off_phase_rule_threshold)))
+        # in the theme's expected phase, expected_phase_thresholds lowers the bar (as decide_themes does)
+        low = cfg.expected_phase_thresholds.get(t, 1.0)
+        expected = np.array([phases[i] == THEMES[t][1] for i in rows])
         best = None
         for thr in THRESHOLD_GRID:
-            found = np.where(off, off_found, (p >= thr) | hit)
+            found = np.where(off, off_found, (p >= np.where(expected, min(thr, low), thr)) | hit)
             tp, fp, fn = int((found & y).sum()), int((found & ~y).sum()), int((~found & y).sum())
             f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
             key = (round(f1, 9), -abs(thr - cfg.threshold))
@@ -667,6 +670,7 @@ def themes_audit_evaluation(corpus: Path, *, config_path=None, audit_config_path
                        groups_of([r.get("case_id") for r in records], [r["note_id"] for r in records]),
                        replace(tc, thresholds={}))},
         "theme_threshold": tc.threshold, "theme_thresholds": dict(tc.thresholds),
+        "expected_phase_thresholds": dict(tc.expected_phase_thresholds),
         "rules_join": list(tc.rules_join),
         "off_phase_threshold": tc.off_phase_threshold, "off_phase_rule_threshold": tc.off_phase_rule_threshold,
     }
@@ -725,6 +729,9 @@ def markdown_themes_audit(section: dict) -> str:
              f"does: the learned model at threshold {section['theme_threshold']}"
              + (" (per theme: " + ", ".join(f"{t} {v}" for t, v in section["theme_thresholds"].items()) + ")"
                 if section.get("theme_thresholds") else "")
+             + ("; in the phase where it is expected: " + ", ".join(
+                 f"{t} {v}" for t, v in section["expected_phase_thresholds"].items())
+                if section.get("expected_phase_thresholds") else "")
              + ", plus rule hits for "
              f"{', '.join(section['rules_join'])}; outside its phases a theme needs the learned model's "
              f"probability {section.get('off_phase_threshold', 0.5)}, or a rule hit with "

@@ -14,7 +14,7 @@ from pathlib import Path
 from iptnlp.config import CONFIG_DIR, _read_yaml
 from iptnlp.errors import ConfigError
 from iptnlp.preprocess import ext
-from iptnlp.taxonomy import PHASES, THEME_IDS, is_off_phase
+from iptnlp.taxonomy import PHASES, THEME_IDS, THEMES, is_off_phase
 
 DEFAULT_THEMES = CONFIG_DIR / "themes.yml"
 DEFAULT_FOCUS_CUES = CONFIG_DIR / "focus.yml"
@@ -102,20 +102,31 @@ class ThemeFinder:
 def decide_themes(proba, ruled: set[str], phase: str, cfg) -> list[str]:
     """The themes a note shows, from the learned model's probabilities (``THEME_IDS`` order) and the
     rule hits, given the note's phase and a ``ThemeModelConfig``: a theme is found at its threshold
-    (``thresholds``, else ``threshold``), or by a rule hit for the themes in ``rules_join``; outside its phases it needs
+    (``thresholds``, else ``threshold``; in the phase where it is expected, ``expected_phase_thresholds``
+    when lower), or by a rule hit for the themes in ``rules_join``; outside its phases it needs
     ``off_phase_threshold`` from the learned model, or a rule hit with ``off_phase_rule_threshold``
     (off-phase work is rare, and a false flag costs a supervisor's time)."""
     join = set(cfg.rules_join)
     own = cfg.thresholds
+    expected = cfg.expected_phase_thresholds
     found = []
     for j, t in enumerate(THEME_IDS):
         if phase in PHASES and is_off_phase(t, phase):
             if proba[j] >= cfg.off_phase_threshold or (
                     t in ruled and t in join and proba[j] >= cfg.off_phase_rule_threshold):
                 found.append(t)
-        elif proba[j] >= own.get(t, cfg.threshold) or (t in ruled and t in join):
+        elif proba[j] >= theme_threshold(t, phase, own.get(t, cfg.threshold), expected) or (
+                t in ruled and t in join):
             found.append(t)
     return found
+
+
+def theme_threshold(theme: str, phase: str, threshold: float, expected: dict[str, float]) -> float:
+    """``threshold``, or the theme's ``expected_phase_thresholds`` value when lower and ``phase`` is
+    the one where the theme is expected."""
+    if theme in expected and THEMES[theme][1] == phase:
+        return min(threshold, expected[theme])
+    return threshold
 
 
 def themes_of(hits: list[ThemeHit]) -> list[str]:

@@ -149,6 +149,25 @@ def test_per_theme_thresholds_decide_their_theme_only():
     assert decide_themes(proba, set(), "initial", cfg) == []
 
 
+def test_expected_phase_thresholds_lower_the_bar_in_that_phase_only():
+    import numpy as np
+
+    from iptnlp.config import ThemeModelConfig
+    from iptnlp.taxonomy import THEME_IDS
+    from iptnlp.themes import decide_themes
+
+    proba = np.zeros(len(THEME_IDS))
+    proba[THEME_IDS.index("progress_review")] = 0.35
+    cfg = ThemeModelConfig(threshold=0.5, expected_phase_thresholds={"progress_review": 0.3})
+    assert decide_themes(proba, set(), "termination", cfg) == ["progress_review"]   # its expected phase
+    assert decide_themes(proba, set(), "middle", cfg) == []          # allowed there, but not expected
+    assert decide_themes(proba, set(), "unknown", cfg) == []
+    # a lower threshold of its own still wins; the expected-phase value only ever lowers the bar
+    low = ThemeModelConfig(threshold=0.5, thresholds={"progress_review": 0.2},
+                           expected_phase_thresholds={"progress_review": 0.4})
+    assert decide_themes(proba, set(), "middle", low) == ["progress_review"]
+
+
 def test_theme_thresholds_config_is_checked(tmp_path):
     from iptnlp.config import CONFIG_DIR, load_model_config
 
