@@ -91,8 +91,8 @@ def load_audit_config(path: str | Path | None = None) -> AuditConfig:
         problems.append("course_context.weight must be in [0, 4]")
     if not 0.0 < cfg.course_context.keep_own_above <= 1.0:
         problems.append("course_context.keep_own_above must be in (0, 1]")
-    if not 0.0 <= fi.two_areas.stated_min_second_score <= 0.5:
-        problems.append("focus_inference.two_areas.stated_min_second_score must be in [0, 0.5]")
+    if not 0.0 < fi.two_areas.stated_min_second_score <= 0.5:
+        problems.append("focus_inference.two_areas.stated_min_second_score must be in (0, 0.5]")
     if fi.two_areas.min_notes < 1:
         problems.append("focus_inference.two_areas.min_notes must be at least 1")
     if problems:
@@ -241,7 +241,8 @@ def audit(tagged: pd.DataFrame, config: AuditConfig | None = None, *, focus_col:
         **{c: col(c, np.nan) for c in PROBA_COLUMNS},
         "phase": col("phase"),
         "themes": [_as_list(t) for t in col("themes")],
-        "two_area_focus": [_truthy(v) for v in col("two_area_focus")],
+        "two_area_focus": [_truthy(v) if s == "ok" else None
+                           for v, s in zip(col("two_area_focus"), col("status", "ok"))],
         "source": col("source"),
         "row": col("row"),
     })
@@ -323,7 +324,7 @@ def _audit_case(case_id: str, notes: pd.DataFrame, given: list, config: AuditCon
 
     proba = ok[list(PROBA_COLUMNS)].to_numpy(dtype=float)
     finite = np.isfinite(proba).all(axis=1)   # rows from the tagger always are; an API caller's may not be
-    two_stated = bool((ok["two_area_focus"] & ok["phase"].eq("initial")).any())
+    two_stated = any(bool(t) and p == "initial" for t, p in zip(ok["two_area_focus"], ok["phase"]))
     inferred = infer_focus(proba[finite], [p for p, f in zip(ok["phase"], finite) if f], config,
                            two_stated=two_stated) if finite.any() else None
     values = Counter(str(v).strip() for v in given if not _blank(v))

@@ -208,7 +208,7 @@ def load_model_config(path: str | Path | None = None) -> ModelConfig:
         raise ConfigError(f"{path}: vectorizer.kind must be hashing or tfidf")
     if not 0.0 <= cfg.abstain_threshold < 1.0:
         raise ConfigError(f"{path}: abstain_threshold must be in [0, 1)")
-    from iptnlp.taxonomy import THEME_IDS
+    from iptnlp.taxonomy import THEME_IDS, THEMES
 
     for name in ("thresholds", "expected_phase_thresholds"):
         values = getattr(cfg.themes, name)
@@ -219,6 +219,10 @@ def load_model_config(path: str | Path | None = None) -> ModelConfig:
         bad = sorted(t for t, v in values.items() if not 0.0 < v <= 1.0)
         if bad:
             raise ConfigError(f"{path}: themes.{name} must be in (0, 1]; check {bad}")
+    no_phase = sorted(t for t in cfg.themes.expected_phase_thresholds if t in THEMES and THEMES[t][1] is None)
+    if no_phase:
+        raise ConfigError(f"{path}: themes.expected_phase_thresholds names themes not expected in any one "
+                          f"phase {no_phase} (shared/IPT.md); give them a threshold in themes.thresholds")
     return cfg
 
 

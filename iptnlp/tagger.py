@@ -252,7 +252,7 @@ class Tagger:
                 theme_evidence[t] = spans or [list(e) for e in self.model.theme_evidence(doc, t)]
             evidence[i] = {"area": [list(e) for e in self.model.area_evidence(doc, AREAS[tops[k]])],
                            "themes": theme_evidence}
-            stated = [h.as_list() for h in hits if h.label == "two_area_focus"]
+            stated = _outermost([h.as_list() for h in hits if h.label == "two_area_focus"])
             two_areas[i] = bool(stated)
             if stated:
                 evidence[i]["two_area_focus"] = stated
@@ -276,6 +276,15 @@ class Tagger:
         session = None if session is None or session is pd.NA or session != session else int(session)
         total = self.course_length if total is None or total is pd.NA or total != total else int(total)
         return phase_of(session, total)
+
+
+def _outermost(spans: list[list]) -> list[list]:
+    """[start, end, words] spans without those inside another (two patterns can match one phrase)."""
+    kept: list[list] = []
+    for span in sorted(spans, key=lambda s: (s[0], -s[1])):
+        if not kept or span[1] > kept[-1][1]:
+            kept.append(span)
+    return kept
 
 
 def result_columns(input_columns: Iterable[str]) -> list[str]:

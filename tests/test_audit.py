@@ -321,6 +321,7 @@ def test_shipped_audit_config_loads():
     ("drift:\n  max_focus_probability: 2.0\n", "max_focus_probability must be in"),
     ("course_context:\n  weight: -1\n", "course_context.weight must be in"),
     ("course_context:\n  keep_own_above: 0\n", "keep_own_above must be in"),
+    ("focus_inference:\n  two_areas:\n    stated_min_second_score: 0\n", "stated_min_second_score must be in"),
 ])
 def test_audit_config_unknown_keys_and_bad_values_are_errors(tmp_path, text, message):
     path = tmp_path / "audit.yml"

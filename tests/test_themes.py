@@ -126,12 +126,15 @@ def test_tag_reports_a_stated_two_area_focus_with_its_words(shipped):
     from iptnlp.tagger import tag
 
     texts = ["Formulation: mood fell after the move and the rows with her husband. We agreed to work "
-             "on both: the new role first, then the rows.", "Agreed the focus: the rows with her husband."]
+             "on both: the new role first, then the rows.", "Agreed the focus: the rows with her husband.",
+             "Agreed to work on both of these, the move and the rows.", ""]
     out = tag(pd.DataFrame({"text": texts}), shipped)
-    assert out["two_area_focus"].tolist() == [True, False]
+    assert out["two_area_focus"].tolist() == [True, False, True, None]   # blank: the row was not tagged
     (s, e, w), = out.loc[0, "evidence"]["two_area_focus"]
     assert texts[0][s:e] == w == "work on both:"
     assert "two_area_focus" not in out.loc[1, "evidence"]
+    # "work on both of" inside "work on both of these": one span, the longer
+    assert [w for _s, _e, w in out.loc[2, "evidence"]["two_area_focus"]] == ["work on both of these"]
 
 
 def test_per_theme_thresholds_decide_their_theme_only():
@@ -162,10 +165,36 @@ def test_expected_phase_thresholds_lower_the_bar_in_that_phase_only():
     assert decide_themes(proba, set(), "termination", cfg) == ["progress_review"]   # its expected phase
     assert decide_themes(proba, set(), "middle", cfg) == []          # allowed there, but not expected
     assert decide_themes(proba, set(), "unknown", cfg) == []
-    # a lower threshold of its own still wins; the expected-phase value only ever lowers the bar
+    # a lower threshold of its own still wins in the expected phase: the value only ever lowers the bar
     low = ThemeModelConfig(threshold=0.5, thresholds={"progress_review": 0.2},
                            expected_phase_thresholds={"progress_review": 0.4})
-    assert decide_themes(proba, set(), "middle", low) == ["progress_review"]
+    assert decide_themes(proba, set(), "termination", low) == ["progress_review"]
+
+
+def test_threshold_choice_decides_as_the_tagger_with_expected_phase_thresholds():
+    from dataclasses import replace
+
+    import numpy as np
+
+    from iptnlp.config import ThemeModelConfig
+    from iptnlp.evaluate import choose_theme_thresholds, combine_themes
+    from iptnlp.taxonomy import THEME_IDS
+
+    rng = np.random.default_rng(1)
+    n = 400
+    proba = rng.uniform(0, 1, (n, len(THEME_IDS)))
+    phases = rng.choice(["initial", "middle", "termination", "unknown"], n).tolist()
+    ruled = [set() for _ in range(n)]
+    j = THEME_IDS.index("treatment_contract")
+    # gold: a contract in the initial phase whenever p >= 0.25; elsewhere whenever p >= 0.65
+    gold = [["treatment_contract"] if proba[i, j] >= (0.25 if phases[i] == "initial" else 0.65) else []
+            for i in range(n)]
+    cfg = ThemeModelConfig(threshold=0.5, expected_phase_thresholds={"treatment_contract": 0.25},
+                           off_phase_threshold=0.65)
+    chosen = choose_theme_thresholds(proba, ruled, gold, phases, cfg)
+    assert chosen["treatment_contract"] == 0.65
+    tagged = combine_themes(proba, ruled, phases, replace(cfg, thresholds=chosen))
+    assert [("treatment_contract" in t) for t in tagged] == [bool(g) for g in gold]
 
 
 def test_theme_thresholds_config_is_checked(tmp_path):
@@ -179,6 +208,10 @@ def test_theme_thresholds_config_is_checked(tmp_path):
         load_model_config(bad)
     bad.write_text(text.replace("thresholds: {", "thresholds: {progress_review: 1.5, "))
     with pytest.raises(ConfigError, match=r"must be in \(0, 1\]"):
+        load_model_config(bad)
+    assert text.count("expected_phase_thresholds:\n") == 1
+    bad.write_text(text.replace("expected_phase_thresholds:\n", "expected_phase_thresholds:\n    decision_analysis: 0.3\n"))
+    with pytest.raises(ConfigError, match="not expected in any one phase.*decision_analysis"):
         load_model_config(bad)
 
 
