@@ -577,7 +577,7 @@ def oof_corpus_predictions(records: list[dict], *, config_path=None, n_splits: i
     from dataclasses import replace
 
     from iptnlp.model import ResolvedConfig, fit
-    from iptnlp.themes import ThemeFinder, load_focus_cues, load_theme_rules
+    from iptnlp.themes import ThemeFinder, tagging_rules
     from iptnlp.train import _grouped_theme_proba, cached_features
 
     base = ResolvedConfig.from_file(config_path)
@@ -593,7 +593,7 @@ def oof_corpus_predictions(records: list[dict], *, config_path=None, n_splits: i
                                        groups, base, n_splits)
     say("themes: rule hits")
     pre = base.preprocessor()
-    finder = ThemeFinder(pre.nlp, {**load_theme_rules(), **load_focus_cues()})   # as the tagger does
+    finder = ThemeFinder(pre.nlp, tagging_rules())   # as the tagger does
     ruled = [{h.label for h in finder.hits(doc)} for doc in pre.pipe(texts)]
     return base, area, theme_proba, ruled
 

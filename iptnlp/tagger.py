@@ -118,7 +118,7 @@ class Tagger:
     def __init__(self, model: AreaModel, *, threshold: float | None = None,
                  course_length: int = DEFAULT_COURSE_LENGTH, theme_rules: str | None = None,
                  on_phi: str = "flag"):
-        from iptnlp.themes import ThemeFinder, load_focus_cues, load_theme_rules
+        from iptnlp.themes import ThemeFinder, tagging_rules
 
         if on_phi not in ON_PHI:
             raise ValueError(f"on_phi must be one of {', '.join(ON_PHI)}")
@@ -130,7 +130,7 @@ class Tagger:
         finder = _DEFAULT_FINDERS.get(model) if theme_rules is None else None
         if finder is None:
             # one matcher pass finds the themes and the focus statements (configs/focus.yml)
-            finder = ThemeFinder(model.preprocessor.nlp, {**load_theme_rules(theme_rules), **load_focus_cues()})
+            finder = ThemeFinder(model.preprocessor.nlp, tagging_rules(theme_rules))
             if theme_rules is None:   # built once per model: tag() may be called for every DataFrame
                 _DEFAULT_FINDERS[model] = finder
         self.themes = finder

@@ -47,6 +47,11 @@ def load_focus_cues(path: str | Path | None = None) -> dict[str, dict]:
     return _load_rules(Path(path) if path else DEFAULT_FOCUS_CUES, FOCUS_CUES, "cue")
 
 
+def tagging_rules(theme_rules: str | Path | None = None) -> dict[str, dict]:
+    """The theme rules and the focus statements together, as ``iptnlp tag`` matches them in one pass."""
+    return {**load_theme_rules(theme_rules), **load_focus_cues()}
+
+
 def _load_rules(path: Path, known: tuple[str, ...], what: str) -> dict[str, dict]:
     data = _read_yaml(path)
     problems = [f"unknown {what} {k!r} (known: {', '.join(known)})" for k in data if k not in known]
